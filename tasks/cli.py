@@ -1,0 +1,67 @@
+"""The seed's interface: ``tensorboard-remote HOST start|check|exit [options]``.
+
+Built on invoke's ``Program`` with the same ``tb`` collection the fabfile
+uses, so there is one implementation: ``tensorboard-remote hostA start
+--logdir runs`` runs exactly ``tb.start --host hostA --logdir runs``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from invoke import Collection, Program
+
+from . import __version__, tb
+
+ACTIONS = ("start", "check", "exit")
+
+USAGE = (
+    "usage: tensorboard-remote HOST {start,check,exit} [options]\n"
+    "       tensorboard-remote demo [--stop]\n"
+    "       tensorboard-remote --help | HOST ACTION --help"
+)
+
+
+def program() -> Program:
+    return Program(
+        namespace=Collection.from_module(tb),
+        name="tensorboard-remote",
+        binary="tensorboard-remote",
+        version=__version__,
+    )
+
+
+def translate(argv: list[str]) -> list[str]:
+    """``HOST ACTION [opts]`` to invoke's ``ACTION --host HOST [opts]``.
+
+    Raises ``SystemExit(2)`` with the usage for a missing host or an unknown
+    action.
+    """
+    binary, args = argv[0], argv[1:]
+    if args and args[0] in ("-h", "--help", "-V", "--version", "-l", "--list"):
+        return [binary, *args]
+    if len(args) < 2:
+        sys.stderr.write(f"tensorboard-remote: a host and an action are required\n{USAGE}\n")
+        raise SystemExit(2)
+    host, action, rest = args[0], args[1], args[2:]
+    if action not in ACTIONS:
+        sys.stderr.write(
+            f"tensorboard-remote: unknown action {action!r} (expected start, check or exit)\n{USAGE}\n"
+        )
+        raise SystemExit(2)
+    return [binary, action, "--host", host, *rest]
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    argv[0] = "tensorboard-remote"
+    if argv[1:2] == ["demo"]:
+        from .sandbox import demo
+
+        raise SystemExit(demo(argv[2:]))
+    program().run(translate(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

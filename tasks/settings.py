@@ -1,0 +1,141 @@
+"""Settings: our defaults, how a task resolves each one, and input validation.
+
+Every setting can come from a task flag, an environment variable
+(``INVOKE_TB_<KEY>`` / ``FABRIC_TB_<KEY>``), a config file (``invoke.yaml`` /
+``fabric.yaml`` under ``tb:``) or our collection defaults, in invoke's own
+order. Tasks take ``None`` for "flag not given" and call :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+#: The collection's defaults (``ns.configure({"tb": DEFAULTS})``).
+DEFAULTS: dict[str, Any] = {
+    # Host to use when no Fabric host (-H) and no --host is given.
+    "host": None,
+    # TensorBoard's --logdir, relative to the remote login directory.
+    "logdir": "./logdir",
+    # Port TensorBoard listens on, on the remote's 127.0.0.1.
+    "remote_port": 6008,
+    # Port on this machine's 127.0.0.1 that leads to it.
+    "local_port": 6006,
+    # Where control sockets and per-host state live (created 0700).
+    "control_dir": "~/.ssh/controlmasters",
+    # ssh_config file for OpenSSH (ssh -F); None means OpenSSH's default.
+    "ssh_config": None,
+    # Remote command that runs TensorBoard (a shell fragment: a full path or
+    # "python -m tensorboard.main" work too).
+    "tensorboard_cmd": "tensorboard",
+    # Optional shell snippet run on the remote before TensorBoard, e.g.
+    # "source ~/venvs/tb/bin/activate" or "module load tensorflow".
+    "activate": "",
+    # Remote directory for our run directories (pid file, log).
+    "remote_dir": "~/.tensorboard-remote",
+    # Seconds to wait for TensorBoard to answer through the tunnel.
+    "start_timeout": 60,
+    # Seconds for the TCP connect of a new ssh connection.
+    "connect_timeout": 10,
+    # Seconds between ssh keepalives; the master ends after 3 unanswered.
+    "keepalive": 15,
+}
+
+
+class TbError(Exception):
+    """A failure we can explain to the user in one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    logdir: str
+    remote_port: int
+    local_port: int
+    control_dir: str
+    ssh_config: Optional[str]
+    tensorboard_cmd: str
+    activate: str
+    remote_dir: str
+    start_timeout: float
+    connect_timeout: int
+    keepalive: int
+
+
+def configured(config: Any) -> Mapping[str, Any]:
+    """The ``tb`` section of an invoke/fabric config, or an empty mapping."""
+    try:
+        section = config.get("tb")
+    except AttributeError:
+        section = None
+    return section or {}
+
+
+def resolve(config: Any, key: str, flag: Any = None) -> Any:
+    """One setting: the flag if given, else config, else our own default.
+
+    Invoke merges collection configuration shallowly, so a composing project
+    that configures ``{"tb": {"local_port": 1}}`` drops our other ``tb`` keys:
+    fall back to :data:`DEFAULTS` per key, never per section.
+    """
+    if flag is not None:
+        return flag
+    value = configured(config).get(key)
+    if value is None:
+        return DEFAULTS[key]
+    return value
+
+
+def port(value: Any, name: str) -> int:
+    """Validate a TCP port (1..65535), accepting ints and digit strings."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text):
+        raise TbError(f"{name} must be an integer from 1 to 65535, got {value!r}")
+    number = int(text)
+    if not 1 <= number <= 65535:
+        raise TbError(f"{name} must be an integer from 1 to 65535, got {value!r}")
+    return number
+
+
+def seconds(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TbError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise TbError(f"{name} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def text(value: Any, name: str, *, allow_empty: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        value = str(value)
+    if not value and not allow_empty:
+        raise TbError(f"{name} must not be empty")
+    if "\0" in value:
+        raise TbError(f"{name} must not contain a NUL byte")
+    return value
+
+
+def settings(config: Any, **flags: Any) -> Settings:
+    """Resolve and validate every setting a task needs."""
+
+    def get(key: str) -> Any:
+        return resolve(config, key, flags.get(key))
+
+    ssh_config = get("ssh_config")
+    return Settings(
+        logdir=text(get("logdir"), "logdir"),
+        remote_port=port(get("remote_port"), "remote_port"),
+        local_port=port(get("local_port"), "local_port"),
+        control_dir=text(get("control_dir"), "control_dir"),
+        ssh_config=text(ssh_config, "ssh_config") if ssh_config else None,
+        tensorboard_cmd=text(get("tensorboard_cmd"), "tensorboard_cmd"),
+        activate=text(get("activate"), "activate", allow_empty=True),
+        remote_dir=text(get("remote_dir"), "remote_dir"),
+        start_timeout=seconds(get("start_timeout"), "start_timeout"),
+        connect_timeout=int(seconds(get("connect_timeout"), "connect_timeout")) or 1,
+        keepalive=int(seconds(get("keepalive"), "keepalive")) or 1,
+    )

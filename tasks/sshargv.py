@@ -1,0 +1,193 @@
+"""Pure functions that turn a target and settings into OpenSSH argv.
+
+This module decides every ssh flag we use; nothing here runs a process, so it
+is tested without a network. Host names, users and ports that ssh_config
+defines are left to OpenSSH (``ssh -G``); we never parse ssh_config ourselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .settings import TbError
+
+# Characters a host alias never needs and that would be dangerous if a
+# string ever reached a shell or ssh's option parser.
+_BAD_HOST = re.compile(r"[\s\x00-\x1f\x7f'\"`$;&|<>()\\*?!{}]")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect, as OpenSSH should be told."""
+
+    host: str
+    user: Optional[str] = None
+    port: Optional[int] = None
+    ssh_config: Optional[str] = None
+    identities: tuple[str, ...] = field(default_factory=tuple)
+    connect_timeout: int = 10
+    # No terminal to prompt on: fail instead of waiting on a hidden prompt.
+    batch: bool = False
+
+    @property
+    def label(self) -> str:
+        """The host as the user typed it, for messages."""
+        text = self.host
+        if self.user:
+            text = f"{self.user}@{text}"
+        if self.port:
+            text = f"{text}:{self.port}"
+        return text
+
+    def to_dict(self) -> dict:
+        return {
+            "host": self.host,
+            "user": self.user,
+            "port": self.port,
+            "ssh_config": self.ssh_config,
+            "identities": list(self.identities),
+            "connect_timeout": self.connect_timeout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, *, batch: bool = False) -> "Target":
+        return cls(
+            host=data["host"],
+            user=data.get("user"),
+            port=data.get("port"),
+            ssh_config=data.get("ssh_config"),
+            identities=tuple(data.get("identities") or ()),
+            connect_timeout=int(data.get("connect_timeout") or 10),
+            batch=batch,
+        )
+
+
+def check_host(host: str) -> str:
+    """Refuse host strings that could be read as options or shell syntax."""
+    if not host:
+        raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
+    if host.startswith("-"):
+        raise TbError(f"refusing host {host!r}: a host may not start with '-'")
+    if _BAD_HOST.search(host):
+        raise TbError(f"refusing host {host!r}: it contains whitespace or shell characters")
+    return host
+
+
+def parse_host(text: str) -> tuple[Optional[str], str, Optional[int]]:
+    """Split ``[user@]host[:port]`` (``[v6addr]:port`` too) as Fabric's -H does."""
+    check_host(text)
+    user: Optional[str] = None
+    rest = text
+    if "@" in rest:
+        user, rest = rest.rsplit("@", 1)
+        if not user:
+            raise TbError(f"refusing host {text!r}: empty user name before '@'")
+    port: Optional[int] = None
+    if rest.startswith("["):
+        match = re.fullmatch(r"\[([^\]]+)\](?::([0-9]+))?", rest)
+        if not match:
+            raise TbError(f"refusing host {text!r}: malformed [address]:port")
+        rest, port_text = match.group(1), match.group(2)
+        port = int(port_text) if port_text else None
+    elif rest.count(":") == 1:
+        rest, port_text = rest.split(":")
+        if not port_text.isdigit():
+            raise TbError(f"refusing host {text!r}: the port after ':' must be a number")
+        port = int(port_text)
+    if port is not None and not 1 <= port <= 65535:
+        raise TbError(f"refusing host {text!r}: port must be from 1 to 65535")
+    if not rest:
+        raise TbError(f"refusing host {text!r}: no host name")
+    check_host(rest)
+    return user, rest, port
+
+
+def base_options(target: Target) -> list[str]:
+    """Options every ssh call for this target carries."""
+    argv: list[str] = []
+    if target.ssh_config:
+        argv += ["-F", target.ssh_config]
+    if target.user:
+        argv += ["-l", target.user]
+    if target.port:
+        argv += ["-p", str(target.port)]
+    for identity in target.identities:
+        argv += ["-i", identity]
+    argv += ["-o", f"ConnectTimeout={target.connect_timeout}"]
+    if target.batch:
+        argv += ["-o", "BatchMode=yes"]
+    return argv
+
+
+def control_path_pattern(control_dir: str) -> str:
+    """``%C`` keeps socket paths short (a hash), unlike the seed's %r@%h:%p."""
+    return f"{control_dir.rstrip('/')}/tb-%C"
+
+
+def resolve_argv(target: Target, control_dir: str) -> list[str]:
+    """``ssh -G``: OpenSSH expands the control path and resolves the host."""
+    return [
+        "ssh",
+        "-G",
+        *base_options(target),
+        "-o",
+        f"ControlPath={control_path_pattern(control_dir)}",
+        "--",
+        target.host,
+    ]
+
+
+def master_argv(
+    target: Target, socket: str, local_port: int, remote_port: int, keepalive: int
+) -> list[str]:
+    """The ControlMaster that carries the forward and every remote step."""
+    return [
+        "ssh",
+        *base_options(target),
+        "-M",
+        "-S",
+        socket,
+        "-f",
+        "-N",
+        "-T",
+        "-o",
+        "ControlPersist=no",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        f"ServerAliveInterval={keepalive}",
+        "-o",
+        "ServerAliveCountMax=3",
+        # Forward 127.0.0.1 to 127.0.0.1: never localhost (::1 may be
+        # another program) and never an address other users reach.
+        "-L",
+        f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}",
+        "--",
+        target.host,
+    ]
+
+
+def control_argv(target: Target, socket: str, operation: str) -> list[str]:
+    """``ssh -O check|exit`` against our master."""
+    if operation not in ("check", "exit"):
+        raise ValueError(f"unsupported control operation {operation!r}")
+    return ["ssh", *base_options(target), "-S", socket, "-O", operation, "--", target.host]
+
+
+def remote_argv(target: Target, socket: Optional[str]) -> list[str]:
+    """Run a POSIX sh script (fed on stdin) on the remote.
+
+    With a socket, the call rides our master (no new login). The script goes
+    on stdin so that the remote login shell (bash, zsh, tcsh...) only ever
+    sees the two words ``sh -s``.
+    """
+    argv = ["ssh", *base_options(target)]
+    if socket:
+        # Riding the master must never turn into a second, prompting login.
+        argv += ["-S", socket, "-o", "ControlMaster=no"]
+        if not target.batch:
+            argv += ["-o", "BatchMode=yes"]
+    argv += ["-T", "-o", "RemoteCommand=none", "--", target.host, "sh -s"]
+    return argv

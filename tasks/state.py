@@ -1,0 +1,115 @@
+"""Per-host state on this machine, kept beside the control socket.
+
+For a socket ``<control_dir>/tb-<hash>`` (``%C`` expanded by ``ssh -G``) we
+keep ``tb-<hash>.json`` (what we started), ``tb-<hash>.log`` (the master's
+stderr) and ``tb-<hash>.lock`` (serialises tasks on one host). The directory
+is 0700 and the files 0600: they name hosts and paths of the user's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .settings import TbError
+
+# Linux allows 108 bytes in sun_path, macOS 104; ssh adds a temporary suffix
+# of about 17 characters while it binds the socket.
+SOCKET_PATH_MAX = 104 - 18
+
+
+@dataclass(frozen=True)
+class Paths:
+    socket: Path
+
+    @property
+    def state(self) -> Path:
+        return self.socket.with_name(self.socket.name + ".json")
+
+    @property
+    def log(self) -> Path:
+        return self.socket.with_name(self.socket.name + ".log")
+
+    @property
+    def lock(self) -> Path:
+        return self.socket.with_name(self.socket.name + ".lock")
+
+
+def control_dir(path: str) -> Path:
+    """Expand and create the control directory (0700), or say why not."""
+    directory = Path(os.path.expanduser(path)).absolute()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise TbError(f"cannot create control directory {directory}: {error.strerror}") from None
+    if not directory.is_dir():
+        raise TbError(f"control directory {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise TbError(f"control directory {directory} is not writable")
+    return directory
+
+
+def check_socket_path(socket: Path) -> None:
+    if len(os.fsencode(str(socket))) > SOCKET_PATH_MAX:
+        raise TbError(
+            f"control socket path {socket} is too long for a Unix socket "
+            f"(max about {SOCKET_PATH_MAX} bytes): set tb.control_dir to a shorter directory"
+        )
+
+
+def load(paths: Paths) -> Optional[dict]:
+    try:
+        with open(paths.state, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise TbError(f"cannot read state file {paths.state}: {error}") from None
+    return data if isinstance(data, dict) else None
+
+
+def save(paths: Paths, data: dict) -> None:
+    tmp = paths.state.with_name(paths.state.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(tmp, paths.state)
+
+
+def remove(paths: Paths, *, socket: bool = False) -> None:
+    files = [paths.state, paths.log] + ([paths.socket] if socket else [])
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def all_states(directory: Path) -> list[tuple[Paths, dict]]:
+    """Every host this tool has state for in ``directory``."""
+    found = []
+    for path in sorted(directory.glob("tb-*.json")):
+        paths = Paths(path.with_name(path.name[: -len(".json")]))
+        data = load(paths)
+        if data and "target" in data:
+            found.append((paths, data))
+    return found
+
+
+@contextlib.contextmanager
+def locked(paths: Paths) -> Iterator[None]:
+    """Hold the per-host lock: two tasks on one host never interleave."""
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:  # pragma: no cover - exotic filesystems
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+        yield
+    finally:
+        os.close(fd)

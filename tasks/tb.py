@@ -1,0 +1,182 @@
+"""The ``tb`` collection: start, check and exit TensorBoard on a remote host.
+
+Compose it into a fabfile or tasks.py::
+
+    from invoke import Collection
+    from tensorboard_remote import tb
+
+    ns = Collection(train, tb)
+    ns.configure({"tb": {"logdir": "~/runs"}})
+
+Then ``fab -H hostA tb.start`` (or ``invoke tb.start --host hostA``).
+This module imports only invoke: Fabric and Paramiko are never needed,
+because every remote step rides one OpenSSH master.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Iterator, Optional
+
+from invoke import Collection, Exit, task
+
+from . import lifecycle, state
+from .settings import DEFAULTS, TbError, resolve, settings
+from .sshargv import Target, parse_host
+
+_COMMON_HELP = {
+    "host": "Host as [user@]host[:port] or an ssh_config alias (default: fab -H, then tb.host).",
+    "control-dir": "Directory for control sockets and state (default ~/.ssh/controlmasters).",
+    "ssh-config": "ssh_config file for OpenSSH, passed as ssh -F (default: fab -S, then OpenSSH's).",
+    "verbose": "Print every ssh command as it runs.",
+}
+
+_START_HELP = {
+    **_COMMON_HELP,
+    "logdir": "TensorBoard --logdir on the remote, relative to the login directory (default ./logdir).",
+    "remote-port": "Port TensorBoard listens on, on the remote's 127.0.0.1 (default 6008).",
+    "local-port": "Port on this machine's 127.0.0.1 that leads to it (default 6006).",
+    "tensorboard-cmd": "Remote command that runs TensorBoard (default 'tensorboard').",
+    "activate": "Shell snippet run on the remote first, e.g. 'source ~/venvs/tb/bin/activate'.",
+    "remote-dir": "Remote directory for run state: pid file and log (default ~/.tensorboard-remote).",
+    "start-timeout": "Seconds to wait for TensorBoard to answer through the tunnel (default 60).",
+}
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _ssh_config(c: Any, flag: Optional[str]) -> Optional[str]:
+    """tb flag > fab -S > tb.ssh_config > fabric's ssh_config_path."""
+    candidates = [
+        flag,
+        getattr(c.config, "_runtime_ssh_path", None),
+        resolve(c.config, "ssh_config"),
+        c.config.get("ssh_config_path") if hasattr(c.config, "get") else None,
+    ]
+    for candidate in candidates:
+        if candidate:
+            path = os.path.abspath(os.path.expanduser(str(candidate)))
+            if not os.path.isfile(path):
+                raise TbError(f"ssh config file {path} does not exist")
+            return path
+    return None
+
+
+def _target(c: Any, host: Optional[str], ssh_config: Optional[str], connect_timeout: int) -> Optional[Target]:
+    """The host to act on: --host, else the Fabric connection's, else tb.host."""
+    identities: tuple[str, ...] = ()
+    if host is None and hasattr(c, "original_host"):
+        # A Fabric Connection (fab -H): take the host exactly as typed and
+        # let OpenSSH resolve it; add the identity given with fab -i.
+        host = c.original_host
+        keys = (getattr(c, "connect_kwargs", None) or {}).get("key_filename") or ()
+        identities = tuple([keys] if isinstance(keys, str) else keys)
+    if host is None:
+        host = resolve(c.config, "host")
+    if not host:
+        return None
+    user, hostname, port = parse_host(str(host))
+    return Target(
+        host=hostname,
+        user=user,
+        port=port,
+        ssh_config=ssh_config,
+        identities=tuple(os.path.abspath(os.path.expanduser(i)) for i in identities),
+        connect_timeout=connect_timeout,
+        batch=not sys.stdin.isatty(),
+    )
+
+
+def _edge(error: TbError) -> Exit:
+    return Exit(f"tensorboard-remote: {error}", 1)
+
+
+@task(help=_START_HELP)
+def start(
+    c,
+    host=None,
+    logdir=None,
+    remote_port=None,
+    local_port=None,
+    control_dir=None,
+    ssh_config=None,
+    tensorboard_cmd=None,
+    activate=None,
+    remote_dir=None,
+    start_timeout=None,
+    verbose=False,
+):
+    """Open the tunnel, start TensorBoard on the remote, print the local URL."""
+    try:
+        config = settings(
+            c.config,
+            logdir=logdir,
+            remote_port=remote_port,
+            local_port=local_port,
+            control_dir=control_dir,
+            tensorboard_cmd=tensorboard_cmd,
+            activate=activate,
+            remote_dir=remote_dir,
+            start_timeout=start_timeout,
+        )
+        target = _target(c, host, _ssh_config(c, ssh_config), config.connect_timeout)
+        if target is None:
+            raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
+        lifecycle.start(lifecycle.Shell(c, verbose=verbose), target, config, _say)
+    except TbError as error:
+        raise _edge(error) from None
+
+
+def _targets(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config: Optional[str]) -> Iterator[tuple[Target, Optional[state.Paths]]]:
+    """The given host, or every host with state in the control directory."""
+    config = settings(c.config, control_dir=control_dir)
+    target = _target(c, host, _ssh_config(c, ssh_config), config.connect_timeout)
+    if target is not None:
+        yield target, None
+        return
+    for paths, data in state.all_states(state.control_dir(config.control_dir)):
+        yield Target.from_dict(data["target"], batch=not sys.stdin.isatty()), paths
+
+
+@task(help=_COMMON_HELP)
+def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
+    """Say whether tunnel, remote TensorBoard and page are healthy; exit 1 if not."""
+    try:
+        shell = lifecycle.Shell(c, verbose=verbose)
+        directory = resolve(c.config, "control_dir", control_dir)
+        results = []
+        for target, paths in _targets(c, host, control_dir, ssh_config):
+            paths = paths or lifecycle.locate(shell, target, directory)
+            health = lifecycle.check(shell, target, paths)
+            _say(health.line)
+            results.append(health.ok)
+        if not results:
+            raise TbError("no tunnel of ours is open on this machine")
+        if not all(results):
+            raise Exit(code=1)
+    except TbError as error:
+        raise _edge(error) from None
+
+
+@task(name="exit", help=_COMMON_HELP)
+def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False):
+    """Close the tunnel and stop only the TensorBoard that tb.start started."""
+    try:
+        shell = lifecycle.Shell(c, verbose=verbose)
+        directory = resolve(c.config, "control_dir", control_dir)
+        found = False
+        for target, paths in _targets(c, host, control_dir, ssh_config):
+            found = True
+            paths = paths or lifecycle.locate(shell, target, directory)
+            lifecycle.stop(shell, target, paths, _say)
+        if not found:
+            _say("nothing to stop: no tunnel of ours is open on this machine")
+    except TbError as error:
+        raise _edge(error) from None
+
+
+ns = Collection("tb", start, check, exit_)
+ns.configure({"tb": dict(DEFAULTS)})
