@@ -12,6 +12,22 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+class _EnvNumber(int):
+    """An int default that lets invoke's env loader hand us any string.
+
+    Invoke casts ``INVOKE_TB_LOCAL_PORT=...`` to the default's type; for a
+    plain int, ``abc`` or ``1.5`` would crash with a traceback before our task
+    runs. This returns such a string unchanged, for :func:`settings` to
+    validate with a one-line message.
+    """
+
+    def __new__(cls, value: Any = 0) -> Any:
+        try:
+            return super().__new__(cls, value)
+        except (TypeError, ValueError):
+            return value
+
+
 #: The collection's defaults (``ns.configure({"tb": DEFAULTS})``).
 DEFAULTS: dict[str, Any] = {
     # Host to use when no Fabric host (-H) and no --host is given.
@@ -19,9 +35,9 @@ DEFAULTS: dict[str, Any] = {
     # TensorBoard's --logdir, relative to the remote login directory.
     "logdir": "./logdir",
     # Port TensorBoard listens on, on the remote's 127.0.0.1.
-    "remote_port": 6008,
+    "remote_port": _EnvNumber(6008),
     # Port on this machine's 127.0.0.1 that leads to it.
-    "local_port": 6006,
+    "local_port": _EnvNumber(6006),
     # Where control sockets and per-host state live (created 0700).
     "control_dir": "~/.ssh/controlmasters",
     # ssh_config file for OpenSSH (ssh -F); None means OpenSSH's default.
@@ -35,11 +51,11 @@ DEFAULTS: dict[str, Any] = {
     # Remote directory for our run directories (pid file, log).
     "remote_dir": "~/.tensorboard-remote",
     # Seconds to wait for TensorBoard to answer through the tunnel.
-    "start_timeout": 60,
+    "start_timeout": _EnvNumber(60),
     # Seconds for the TCP connect of a new ssh connection.
-    "connect_timeout": 10,
+    "connect_timeout": _EnvNumber(10),
     # Seconds between ssh keepalives; the master ends after 3 unanswered.
-    "keepalive": 15,
+    "keepalive": _EnvNumber(15),
 }
 
 

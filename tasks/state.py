@@ -13,15 +13,16 @@ import errno
 import fcntl
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 from .settings import TbError
 
-# Linux allows 108 bytes in sun_path, macOS 104; ssh adds a temporary suffix
-# of about 17 characters while it binds the socket.
-SOCKET_PATH_MAX = 104 - 18
+# sun_path holds 108 bytes on Linux and 104 on macOS, with the final NUL; a
+# master first binds "<path>.<16 random characters>" and then renames it.
+SOCKET_PATH_MAX = (107 if sys.platform.startswith("linux") else 103) - 17
 
 
 @dataclass(frozen=True)

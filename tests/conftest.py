@@ -1,0 +1,226 @@
+"""Fixtures: a real sshd on 127.0.0.1, a real TensorBoard, hermetic CLIs.
+
+The sshd is the same sandbox ``tensorboard-remote demo`` uses. The "remote"
+is this machine, so each test gets its own local and remote port, control
+directory, remote run directory and an empty HOME (no user invoke/fabric
+config). Nothing reads the user's ssh config: every ssh call gets ``-F``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tensorboard_remote import lifecycle, state
+from tensorboard_remote.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir
+from tensorboard_remote.sshargv import Target
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def ours(marker: str) -> list[tuple[int, str]]:
+    """Processes whose command line mentions ``marker`` (a test directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            status = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if marker.encode() in raw and ") Z " not in status:
+            found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp()
+
+
+@pytest.fixture(scope="session")
+def short_base():
+    """Control sockets need short paths (sun_path is 108 bytes): not pytest's."""
+    path = Path(tempfile.mkdtemp(prefix="tbr-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def short_dir(short_base, request) -> Path:
+    path = Path(tempfile.mkdtemp(dir=short_base))
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(base, short_base):
+    """The suite leaves no sshd, ssh master or TensorBoard behind."""
+    yield
+    # Sandbox sshd instances are stopped by their own fixture teardown,
+    # which runs before this (it was requested later).
+    def leftovers():
+        return ours(str(base)) + ours(str(short_base))
+
+    deadline = time.monotonic() + 5
+    left = leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = leftovers()
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def sandbox(base, nothing_left_behind) -> Sandbox:
+    box = Sandbox(base / "sshd").create().start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def logdir(base) -> Path:
+    return write_sample_logdir(base / "logdir", runs=("baseline", "wider"), steps=20)
+
+
+@dataclass
+class Rig:
+    """One test's world: its ports and directories, and CLI runners."""
+
+    sandbox: Sandbox
+    root: Path
+    logdir: Path
+    control_dir: Path
+    local_port: int = field(default_factory=free_port)
+    remote_port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.remote_dir = self.root / "remote"
+        self.home = self.root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        while self.remote_port == self.local_port:
+            self.remote_port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}/"
+
+    @property
+    def ssh_config(self) -> str:
+        return str(self.sandbox.ssh_config)
+
+    def settings_env(self, prefix: str) -> dict:
+        values = {
+            "CONTROL_DIR": str(self.control_dir),
+            "REMOTE_DIR": str(self.remote_dir),
+            "LOGDIR": str(self.logdir),
+            "LOCAL_PORT": str(self.local_port),
+            "REMOTE_PORT": str(self.remote_port),
+            "TENSORBOARD_CMD": local_tensorboard_cmd(),
+            "START_TIMEOUT": "30",
+        }
+        return {f"{prefix}_TB_{key}": value for key, value in values.items()}
+
+    def env(self, **extra: str) -> dict:
+        env = {
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+        }
+        env.update(self.settings_env("INVOKE"))
+        env.update(self.settings_env("FABRIC"))
+        env.update(extra)
+        return env
+
+    def run(self, argv: list[str], *, cwd: Path = REPO, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, cwd=cwd, env=env or self.env(), capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=timeout,
+        )
+
+    def fab(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run([str(BIN / "fab"), "-H", self.sandbox.alias, "-S", self.ssh_config, *args], **kw)
+
+    def invoke(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
+        return self.run([str(BIN / "invoke"), *args], env=env, **kw)
+
+    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
+        return self.run([str(BIN / "tensorboard-remote"), *args], env=env, **kw)
+
+    def states(self) -> list[dict]:
+        if not self.control_dir.exists():
+            return []
+        return [data for _, data in state.all_states(self.control_dir)]
+
+    def only_state(self) -> dict:
+        states = self.states()
+        assert len(states) == 1, states
+        return states[0]
+
+    def cleanup(self) -> None:
+        if self.control_dir.exists():
+            shell = lifecycle.Shell()
+            for paths, data in state.all_states(self.control_dir):
+                target = Target.from_dict(data["target"], batch=True)
+                try:
+                    lifecycle.stop(shell, target, paths, lambda line: None)
+                except Exception as error:  # noqa: BLE001 - best effort
+                    print(f"cleanup of {paths} failed: {error}")
+
+
+@pytest.fixture
+def rig(sandbox, logdir, tmp_path, short_dir) -> Rig:
+    # A per-test path to the shared logdir puts tmp_path in TensorBoard's
+    # command line, so a TensorBoard this test leaves behind is found.
+    (tmp_path / "logdir").symlink_to(logdir)
+    world = Rig(sandbox=sandbox, root=tmp_path, logdir=tmp_path / "logdir", control_dir=short_dir)
+    yield world
+    world.cleanup()
+    left = ours(str(tmp_path)) + ours(str(short_dir))
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"test left processes behind: {left}"
+
+
+def alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def http_json(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def tensorboards(rig: Rig) -> list[int]:
+    """Pids of TensorBoard processes serving this test's logdir."""
+    return [pid for pid, cmd in ours(str(rig.logdir)) if "tensorboard" in cmd and f"--port {rig.remote_port} " in cmd]

@@ -1,0 +1,86 @@
+"""The namespace's shape, the console command's usage errors, in-process Fab."""
+
+import inspect
+
+import pytest
+from fabric.executor import Executor
+from fabric.main import Fab
+from fabric.config import Config as FabricConfig
+from invoke import Collection
+
+import tensorboard_remote
+from tensorboard_remote import cli, tb
+
+
+def test_the_collection_is_named_tb_with_start_check_and_exit():
+    coll = Collection.from_module(tb)
+    assert coll.name == "tb"
+    assert sorted(coll.task_names) == ["check", "exit", "start"]
+    assert set(coll.configuration()["tb"]) >= {
+        "host", "logdir", "remote_port", "local_port", "control_dir",
+        "ssh_config", "tensorboard_cmd", "activate",
+    }
+
+
+def test_the_repo_namespace_nests_the_collection_under_tb():
+    assert sorted(tensorboard_remote.ns.task_names) == ["tb.check", "tb.exit", "tb.start"]
+
+
+def test_every_flag_has_help():
+    for name in ("start", "check", "exit"):
+        task = Collection.from_module(tb)[name]
+        params = list(inspect.signature(task.body).parameters)[1:]
+        helped = {k.replace("-", "_") for k in task.help}
+        assert set(params) <= helped, (name, set(params) - helped)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tensorboard-remote"], "a host and an action are required"),
+        (["tensorboard-remote", "hostA"], "a host and an action are required"),
+        (["tensorboard-remote", "hostA", "stop"], "unknown action 'stop'"),
+    ],
+)
+def test_the_console_command_refuses_a_missing_host_or_unknown_action(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: tensorboard-remote HOST" in err
+
+
+def test_the_console_command_maps_host_and_action_onto_the_task():
+    assert cli.translate(["x", "hostA", "start", "--logdir", "runs"]) == [
+        "x", "start", "--host", "hostA", "--logdir", "runs",
+    ]
+
+
+def test_a_bad_host_is_a_one_line_error_before_any_ssh_runs(capsys, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["tensorboard-remote", "-oProxyCommand=touch /tmp/x", "check", "--control-dir", str(tmp_path)])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tensorboard-remote: refusing host") and "\n" not in err
+
+
+def fab(namespace):
+    return Fab(name="Fabric", version="3", namespace=namespace, executor_class=Executor, config_class=FabricConfig)
+
+
+def test_fab_in_process_check_with_nothing_open_fails_clearly(short_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FABRIC_TB_CONTROL_DIR", str(short_dir))
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host nowhere\n  HostName 127.0.0.1\n")
+    with pytest.raises(SystemExit) as stopped:
+        fab(Collection(tb)).run(["fab", "-H", "nowhere", "-S", str(cfg), "tb.check"])
+    assert stopped.value.code == 1
+    assert "nowhere: no tunnel (start one with tb.start)" in capsys.readouterr().out
+
+
+def test_a_control_socket_path_too_long_for_the_os_is_refused(tmp_path, capsys):
+    deep = tmp_path / ("d" * 60)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["tensorboard-remote", "hostA", "check", "--control-dir", str(deep)])
+    assert stopped.value.code == 1
+    assert "too long for a Unix socket" in capsys.readouterr().err
