@@ -16,6 +16,16 @@ from . import __version__, tb
 
 ACTIONS = ("start", "check", "exit")
 
+HELP = """tensorboard-remote: watch TensorBoard on a remote host from your browser.
+
+  start   open an ssh tunnel, start TensorBoard there, print the local URL
+  check   say whether tunnel, TensorBoard and page are healthy (exit 1 if not)
+  exit    close the tunnel and stop the TensorBoard that start started
+  demo    try it on a throwaway sshd on 127.0.0.1 (demo --stop ends it)
+
+Options of an action: tensorboard-remote HOST ACTION --help
+"""
+
 USAGE = (
     "usage: tensorboard-remote HOST {start,check,exit} [options]\n"
     "       tensorboard-remote demo [--stop]\n"
@@ -39,7 +49,10 @@ def translate(argv: list[str]) -> list[str]:
     action.
     """
     binary, args = argv[0], argv[1:]
-    if args and args[0] in ("-h", "--help", "-V", "--version", "-l", "--list"):
+    if args[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(f"{HELP}\n{USAGE}\n")
+        raise SystemExit(0)
+    if args and args[0] in ("-V", "--version", "-l", "--list"):
         return [binary, *args]
     if len(args) < 2:
         sys.stderr.write(f"tensorboard-remote: a host and an action are required\n{USAGE}\n")

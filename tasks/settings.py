@@ -8,6 +8,7 @@ order. Tasks take ``None`` for "flag not given" and call :func:`resolve`.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -91,12 +92,18 @@ def resolve(config: Any, key: str, flag: Any = None) -> Any:
     """One setting: the flag if given, else config, else our own default.
 
     Invoke merges collection configuration shallowly, so a composing project
-    that configures ``{"tb": {"local_port": 1}}`` drops our other ``tb`` keys:
-    fall back to :data:`DEFAULTS` per key, never per section.
+    that configures ``{"tb": {"local_port": 1}}`` drops our other ``tb`` keys,
+    and invoke then also ignores ``INVOKE_TB_<KEY>`` for them (it loads env
+    vars only for keys it knows). So fall back per key: to that env var,
+    then to :data:`DEFAULTS`.
     """
     if flag is not None:
         return flag
-    value = configured(config).get(key)
+    section = configured(config)
+    value = section.get(key)
+    if value is None and key not in section:
+        prefix = getattr(config, "_env_prefix", None) or "INVOKE_"
+        value = os.environ.get(f"{prefix}TB_{key.upper()}")
     if value is None:
         return DEFAULTS[key]
     return value

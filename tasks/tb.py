@@ -94,7 +94,7 @@ def _edge(error: TbError) -> Exit:
     return Exit(f"tensorboard-remote: {error}", 1)
 
 
-@task(help=_START_HELP)
+@task(help=_START_HELP, auto_shortflags=False)
 def start(
     c,
     host=None,
@@ -141,7 +141,7 @@ def _targets(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config
         yield Target.from_dict(data["target"], batch=not sys.stdin.isatty()), paths
 
 
-@task(help=_COMMON_HELP)
+@task(help=_COMMON_HELP, auto_shortflags=False)
 def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
     """Say whether tunnel, remote TensorBoard and page are healthy; exit 1 if not."""
     try:
@@ -161,7 +161,7 @@ def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
         raise _edge(error) from None
 
 
-@task(name="exit", help=_COMMON_HELP)
+@task(name="exit", help=_COMMON_HELP, auto_shortflags=False)
 def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False):
     """Close the tunnel and stop only the TensorBoard that tb.start started."""
     try:
