@@ -55,3 +55,18 @@ def test_a_bad_number_in_the_environment_is_our_one_line_error_not_a_traceback(t
     result = subprocess.run([str(binary), "hostA", "check"], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr == "tensorboard-remote: local_port must be an integer from 1 to 65535, got 'abc'\n"
+
+
+def test_the_readme_settings_table_matches_the_collection_defaults():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", readme, flags=re.M))
+    assert set(rows) == set(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        shown = rows[key].strip()
+        if default in (None, ""):
+            assert shown in ("none", "empty"), key
+        else:
+            assert shown == f"`{default}`", key
