@@ -74,6 +74,8 @@ def _target(c: Any, host: Optional[str], ssh_config: Optional[str], connect_time
         host = c.original_host
         keys = (getattr(c, "connect_kwargs", None) or {}).get("key_filename") or ()
         identities = tuple([keys] if isinstance(keys, str) else keys)
+        # fab -t / timeouts.connect
+        connect_timeout = int(getattr(c, "connect_timeout", None) or connect_timeout)
     if host is None:
         host = resolve(c.config, "host")
     if not host:
