@@ -9,6 +9,7 @@ a message for the user; the task layer turns them into ``Exit``.
 from __future__ import annotations
 
 import errno
+import http.client
 import re
 import secrets
 import shlex
@@ -29,7 +30,8 @@ from .state import Paths
 
 Say = Callable[[str], None]
 
-#: Seconds for an ssh call that rides a live master or only talks to it.
+#: Default seconds for an ssh call that rides a live master or only talks
+#: to it (the ``command_timeout`` setting).
 QUICK_TIMEOUT = 10.0
 #: Seconds between "is our TensorBoard still alive" checks while waiting.
 LIVENESS_EVERY = 0.5
@@ -53,9 +55,11 @@ class Shell:
     19 s to send a 3 KB remote script) and adds about 0.1 s to every call.
     """
 
-    def __init__(self, context: Any = None, *, verbose: bool = False) -> None:
+    def __init__(self, context: Any = None, *, verbose: bool = False, quick: float = QUICK_TIMEOUT) -> None:
         self.context = context
         self.verbose = verbose
+        #: Timeout of steps that should be quick (a stale socket can hang ssh).
+        self.quick = quick
 
     def run(
         self,
@@ -100,7 +104,7 @@ def locate(shell: Shell, target: Target, control_dir: str) -> Paths:
     """Our control socket for ``target``, as ``ssh -G`` expands ``tb-%C``."""
     directory = state.control_dir(control_dir)
     outcome = shell.run(
-        sshargv.resolve_argv(target, str(directory)), timeout=QUICK_TIMEOUT, what="ssh -G"
+        sshargv.resolve_argv(target, str(directory)), timeout=shell.quick, what="ssh -G"
     )
     if outcome.code != 0:
         raise TbError(f"ssh cannot resolve {target.label}: {_last_line(outcome.stderr)}")
@@ -114,13 +118,14 @@ def locate(shell: Shell, target: Target, control_dir: str) -> Paths:
 
 
 def master_state(shell: Shell, target: Target, paths: Paths) -> tuple[str, Optional[int]]:
-    """``("up", pid)``, ``("stale", None)`` (socket left by a dead master) or ``("none", None)``."""
+    """``("up", pid)``, ``("stale", None)`` (a socket whose master is dead or
+    hung) or ``("none", None)``."""
     if not paths.socket.exists():
         return "none", None
     try:
         outcome = shell.run(
             sshargv.control_argv(target, str(paths.socket), "check"),
-            timeout=QUICK_TIMEOUT,
+            timeout=shell.quick,
             what="ssh -O check",
         )
     except TbError:
@@ -144,12 +149,13 @@ def run_remote(
     paths: Optional[Paths],
     script: str,
     *,
-    timeout: float = QUICK_TIMEOUT,
-) -> tuple[str, str]:
-    """Run a remote script (through the master when ``paths`` is given)."""
+    timeout: Optional[float] = None,
+) -> tuple[str, str, dict[str, str]]:
+    """Run a remote script (through the master when ``paths`` is given):
+    its reply word and detail, and its ``tbr-info`` lines."""
     outcome = shell.run(
         sshargv.remote_argv(target, str(paths.socket) if paths else None),
-        timeout=timeout,
+        timeout=timeout or shell.quick,
         stdin=script,
         what=f"ssh to {target.label}",
     )
@@ -157,14 +163,14 @@ def run_remote(
     if reply is None:
         reason = _last_line(outcome.stderr) or f"exit status {outcome.code}"
         raise TbError(f"remote step on {target.label} failed: {reason}")
-    return reply
+    return reply[0], reply[1], remote.parse_info(outcome.stdout)
 
 
 def remote_log(shell: Shell, target: Target, paths: Paths, rundir: str) -> str:
     try:
         outcome = shell.run(
             sshargv.remote_argv(target, str(paths.socket)),
-            timeout=QUICK_TIMEOUT,
+            timeout=shell.quick,
             stdin=remote.log_script(rundir),
         )
     except TbError:
@@ -173,7 +179,7 @@ def remote_log(shell: Shell, target: Target, paths: Paths, rundir: str) -> str:
 
 
 def probe(url: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """Does TensorBoard answer ``GET /data/logdir`` at ``url``?"""
+    """Does TensorBoard answer ``GET <url>data/logdir``?"""
     try:
         with urllib.request.urlopen(url + "data/logdir", timeout=timeout) as response:
             body = response.read(4096)
@@ -182,7 +188,7 @@ def probe(url: str, timeout: float = 3.0) -> tuple[bool, str]:
             return False, f"HTTP {response.status}"
     except urllib.error.HTTPError as error:
         return False, f"HTTP {error.code}"
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         return False, str(reason) or type(error).__name__
 
@@ -200,13 +206,32 @@ def local_port_free(port: int) -> bool:
     return True
 
 
+def pick_local_port(settings: Settings, label: str, say: Say) -> int:
+    """The configured port if free; if it was only our default, the next free one."""
+    wanted = settings.local_port
+    if local_port_free(wanted):
+        return wanted
+    if settings.local_port_explicit:
+        raise TbError(
+            f"local port {wanted} is already in use on this machine by another program: "
+            f"choose another with --local-port"
+        )
+    for candidate in range(wanted + 1, min(wanted + 100, 65536)):
+        if local_port_free(candidate):
+            say(f"{label}: local port {wanted} is in use here; using {candidate}")
+            return candidate
+    raise TbError(f"no free local port in {wanted}..{wanted + 99}: choose one with --local-port")
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
-def _url(local_port: int) -> str:
-    return f"http://127.0.0.1:{local_port}/"
+def url_for(data: dict) -> str:
+    """The local URL of a session: 127.0.0.1, its port, and its token."""
+    token = data.get("token")
+    return f"http://127.0.0.1:{data['local_port']}/" + (f"{token}/" if token else "")
 
 
 def _ssh_failure(text: str) -> str:
@@ -237,36 +262,19 @@ def _ssh_failure(text: str) -> str:
 
 
 def open_master(shell: Shell, target: Target, paths: Paths, settings: Settings) -> Optional[int]:
-    """Open the ControlMaster with the forward; returns its pid."""
-    if not local_port_free(settings.local_port):
-        raise TbError(
-            f"local port {settings.local_port} is already in use on this machine "
-            f"by another program: choose another with --local-port"
-        )
+    """Open the ControlMaster (no forward yet); returns its pid."""
     paths.log.write_text("")
     paths.log.chmod(0o600)
-    argv = sshargv.master_argv(
-        target, str(paths.socket), settings.local_port, settings.remote_port, settings.keepalive
-    )
+    argv = sshargv.master_argv(target, str(paths.socket), settings.keepalive)
     # Interactive users may type a password or a second factor here.
     timeout = target.connect_timeout + (20 if target.batch else 300)
     # The master keeps its stdout/stderr: send them to a file, never to a
     # pipe we wait on (a ProxyJump child would hold the pipe open).
-    outcome = shell.run(
-        argv,
-        timeout=timeout,
-        log=paths.log,
-        what=f"ssh to {target.label}",
-    )
+    outcome = shell.run(argv, timeout=timeout, log=paths.log, what=f"ssh to {target.label}")
     log = paths.log.read_text(errors="replace")
     if outcome.code != 0:
         _clear_stale(paths)
-        reason = _ssh_failure(log)
-        if "Address already in use" in reason or "cannot listen" in reason:
-            raise TbError(
-                f"local port {settings.local_port} is already in use: choose another with --local-port"
-            )
-        raise TbError(f"cannot connect to {target.label}: {reason}")
+        raise TbError(f"cannot connect to {target.label}: {_ssh_failure(log)}")
     status, pid = master_state(shell, target, paths)
     if status != "up":
         raise TbError(f"ssh master for {target.label} exited at once: {_ssh_failure(log)}")
@@ -276,7 +284,7 @@ def open_master(shell: Shell, target: Target, paths: Paths, settings: Settings) 
 def close_master(shell: Shell, target: Target, paths: Paths) -> None:
     shell.run(
         sshargv.control_argv(target, str(paths.socket), "exit"),
-        timeout=QUICK_TIMEOUT,
+        timeout=shell.quick,
         what="ssh -O exit",
     )
     # The master removes its socket as it exits; wait briefly so a
@@ -286,7 +294,48 @@ def close_master(shell: Shell, target: Target, paths: Paths) -> None:
         time.sleep(0.01)
 
 
+def add_forward(shell: Shell, target: Target, paths: Paths, spec: str, local_port: int) -> None:
+    outcome = shell.run(
+        sshargv.forward_argv(target, str(paths.socket), spec, "forward"),
+        timeout=shell.quick,
+        what="ssh -O forward",
+    )
+    if outcome.code != 0:
+        reason = _last_line(outcome.stderr) or f"exit status {outcome.code}"
+        if "in use" in reason or "forwarding failed" in reason.lower():
+            raise TbError(
+                f"cannot forward local port {local_port} ({reason}): it is probably in use; "
+                f"choose another with --local-port"
+            )
+        raise TbError(f"cannot add the forward on the ssh master: {reason}")
+
+
+def cancel_forward(shell: Shell, target: Target, paths: Paths, spec: str) -> None:
+    try:
+        shell.run(
+            sshargv.forward_argv(target, str(paths.socket), spec, "cancel"),
+            timeout=shell.quick,
+            what="ssh -O cancel",
+        )
+    except TbError:
+        pass
+
+
 # ---------------------------------------------------------------- start
+
+
+def _requested(settings: Settings) -> dict:
+    """The settings that define a session: a start with others must not reuse it."""
+    wanted = {
+        "logdir": settings.logdir,
+        "remote_dir": settings.remote_dir,
+        "local_port": settings.local_port,
+        "serve": settings.serve,
+        "url_token": settings.url_token,
+    }
+    if settings.serve == "tcp":
+        wanted["remote_port"] = settings.remote_port
+    return wanted
 
 
 def start(shell: Shell, target: Target, settings: Settings, say: Say) -> dict:
@@ -307,71 +356,207 @@ def start(shell: Shell, target: Target, settings: Settings, say: Say) -> dict:
             say(f"{label}: removing a stale control socket left by a master that died")
             _clear_stale(paths)
         opened = status != "up"
+        # Choose the local port before anything starts, so a busy port costs
+        # nothing; a live forward keeps its port.
+        keep_forward = not opened and data is not None and data.get("forward")
+        local_port = data["local_port"] if keep_forward else pick_local_port(settings, label, say)
         if opened:
             master_pid = open_master(shell, target, paths, settings)
 
-        sid = data["sid"] if data else secrets.token_hex(8)
-        data = {
-            "target": target.to_dict(),
-            "sid": sid,
-            "logdir": settings.logdir,
-            "remote_port": settings.remote_port,
-            "local_port": settings.local_port,
-            "remote_dir": settings.remote_dir,
-            "socket": str(paths.socket),
-            "master_pid": master_pid,
-            "remote_pid": (data or {}).get("remote_pid"),
-            "started_at": (data or {}).get("started_at") or time.time(),
-        }
-        state.save(paths, data)
-
-        rundir = remote.run_dir(settings.remote_dir, sid)
-        script = remote.start_script(
-            rundir,
-            settings.logdir,
-            settings.remote_port,
-            settings.tensorboard_cmd,
-            settings.activate,
+        if data is None:
+            data = {
+                "sid": secrets.token_hex(8),
+                "token": secrets.token_urlsafe(18) if settings.url_token else None,
+                "serve": settings.serve,
+                "requested": _requested(settings),
+                "started_at": time.time(),
+            }
+        if opened:
+            data["forward"] = None  # forwards die with their master
+        data.update(
+            target=target.to_dict(),
+            local_port=local_port,
+            logdir=settings.logdir,
+            remote_dir=settings.remote_dir,
+            socket=str(paths.socket),
+            master_pid=master_pid,
         )
-        word, detail = run_remote(shell, target, paths, script, timeout=QUICK_TIMEOUT + 10)
-        if word == "error":
-            _discard(shell, target, paths, rundir)
-            raise TbError(_start_error(detail, label, settings))
-        remote_pid = int(detail)
-        data["remote_pid"] = remote_pid
-        data["master_pid"] = master_pid
         state.save(paths, data)
-
-        reused = word == "running"
-        if reused and not opened:
-            say(f"{label}: reusing the tunnel (ssh master pid {master_pid}) and TensorBoard (pid {remote_pid})")
-        elif reused:
-            say(f"{label}: reopened the tunnel (ssh master pid {master_pid}); TensorBoard pid {remote_pid} was still running")
-        elif not opened:
-            say(f"{label}: reusing the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid})")
-        else:
-            say(f"{label}: opened the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid})")
-
-        url = _url(settings.local_port)
-        _wait_ready(shell, target, paths, rundir, url, settings, remote_pid)
+        url = _launch(shell, target, paths, data, settings, say, opened)
         say(f"{label}: TensorBoard ready at {url}")
         return data
 
 
 def _refuse_other_settings(data: dict, settings: Settings, label: str) -> None:
-    mine = {
-        "logdir": settings.logdir,
-        "remote_port": settings.remote_port,
-        "local_port": settings.local_port,
-        "remote_dir": settings.remote_dir,
-    }
-    differ = [key for key, value in mine.items() if data.get(key) != value]
+    was = data.get("requested") or {}
+    wanted = _requested(settings)
+    differ = [key for key, value in wanted.items() if was.get(key) != value]
     if differ:
-        was = ", ".join(f"{key}={data.get(key)!r}" for key in differ)
+        shown = ", ".join(f"{key}={was.get(key)!r}" for key in differ)
         raise TbError(
-            f"{label} already has a tb session with {was}: "
+            f"{label} already has a tb session with {shown}: "
             f"run tb.exit for it first, or start with the same settings"
         )
+
+
+_ISOLATION = {
+    "netns": "data server in a private network namespace",
+    "off": "data server off (--load_fast=false)",
+    "shared": "data server shared with local users",
+}
+
+
+def _launch(
+    shell: Shell,
+    target: Target,
+    paths: Paths,
+    data: dict,
+    settings: Settings,
+    say: Say,
+    opened: bool,
+) -> str:
+    """Start or reuse TensorBoard, forward to it, wait for the page; the URL."""
+    label = target.label
+    rundir = remote.run_dir(data["remote_dir"], data["sid"])
+    serve = data["serve"]
+    data_server = settings.data_server
+    if serve == "tcp" and data_server == "auto":
+        data_server = "off"  # TCP must be reachable from sshd: no namespace
+    port = 0 if data.get("fallback") else settings.remote_port
+    script = remote.start_script(
+        rundir,
+        data["logdir"],
+        settings.tensorboard_cmd,
+        settings.activate,
+        serve=serve,
+        port=port if serve == "tcp" else 0,
+        data_server=data_server,
+        token=data.get("token"),
+    )
+    word, detail, _ = run_remote(shell, target, paths, script, timeout=shell.quick + 10)
+    if word == "error":
+        _discard(shell, target, paths, rundir)
+        raise TbError(_start_error(detail, label, settings))
+    remote_pid = int(detail)
+    data["remote_pid"] = remote_pid
+    state.save(paths, data)
+
+    deadline = time.monotonic() + settings.start_timeout
+    endpoint, isolation = _wait_endpoint(shell, target, paths, rundir, settings, deadline, remote_pid)
+    how = f"{'Unix socket' if endpoint.startswith('unix') else 'TCP 127.0.0.1'}, {_ISOLATION.get(isolation, isolation)}"
+    reused = word == "running"
+    master_pid = data["master_pid"]
+    if reused and not opened:
+        say(f"{label}: reusing the tunnel (ssh master pid {master_pid}) and TensorBoard (pid {remote_pid})")
+    elif reused:
+        say(f"{label}: reopened the tunnel (ssh master pid {master_pid}); TensorBoard pid {remote_pid} was still running")
+    elif not opened:
+        say(f"{label}: reusing the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid}; {how})")
+    else:
+        say(f"{label}: opened the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid}; {how})")
+
+    old = data.get("forward")
+    local_port = data["local_port"]
+    spec = sshargv.forward_spec(local_port, endpoint)
+    if spec != old:
+        if old:
+            cancel_forward(shell, target, paths, old)
+        try:
+            add_forward(shell, target, paths, spec, local_port)
+        except TbError:
+            if not reused:
+                _discard(shell, target, paths, rundir)
+            raise
+    data.update(forward=spec, local_port=local_port, endpoint=endpoint, isolation=isolation)
+    state.save(paths, data)
+
+    url = url_for(data)
+    try:
+        _wait_page(shell, target, paths, rundir, url, settings, deadline, remote_pid)
+    except _StreamLocalRefused:
+        if data["serve"] != "unix":
+            raise TbError(f"{label} refused the forward to TensorBoard") from None
+        say(
+            f"{label}: the server refuses Unix-socket forwarding (AllowStreamLocalForwarding no); "
+            f"falling back to TCP on its 127.0.0.1 with a free port"
+            + (" and the URL token" if data.get("token") else "")
+        )
+        run_remote(shell, target, paths, remote.stop_script(rundir), timeout=shell.quick + 10)
+        cancel_forward(shell, target, paths, spec)
+        data.update(serve="tcp", fallback=True, forward=None, endpoint=None)
+        state.save(paths, data)
+        return _launch(shell, target, paths, data, settings, say, opened)
+    return url
+
+
+class _StreamLocalRefused(Exception):
+    pass
+
+
+def _wait_endpoint(
+    shell: Shell,
+    target: Target,
+    paths: Paths,
+    rundir: str,
+    settings: Settings,
+    deadline: float,
+    remote_pid: int,
+) -> tuple[str, str]:
+    """Poll the remote until TensorBoard says where it listens."""
+    while True:
+        word, _, info = run_remote(shell, target, paths, remote.status_script(rundir))
+        if word != "running":
+            log = remote_log(shell, target, paths, rundir)
+            message = _died_message(log, target.label, settings)
+            _discard(shell, target, paths, rundir)
+            raise TbError(message)
+        if info.get("endpoint"):
+            return info["endpoint"], info.get("isolation", "shared")
+        if time.monotonic() >= deadline:
+            raise TbError(_timeout_message(shell, target, paths, rundir, settings, remote_pid, "not listening yet"))
+        time.sleep(PROBE_EVERY)
+
+
+def _wait_page(
+    shell: Shell,
+    target: Target,
+    paths: Paths,
+    rundir: str,
+    url: str,
+    settings: Settings,
+    deadline: float,
+    remote_pid: int,
+) -> None:
+    """Poll the page through the tunnel; check liveness now and then."""
+    next_liveness = time.monotonic() + LIVENESS_EVERY
+    while True:
+        ok, why = probe(url)
+        if ok:
+            return
+        if "administratively prohibited" in paths.log.read_text(errors="replace"):
+            raise _StreamLocalRefused()
+        now = time.monotonic()
+        if now >= next_liveness or now >= deadline:
+            word, _, _ = run_remote(shell, target, paths, remote.status_script(rundir))
+            if word != "running":
+                log = remote_log(shell, target, paths, rundir)
+                message = _died_message(log, target.label, settings)
+                _discard(shell, target, paths, rundir)
+                raise TbError(message)
+            next_liveness = time.monotonic() + LIVENESS_EVERY
+        if now >= deadline:
+            raise TbError(_timeout_message(shell, target, paths, rundir, settings, remote_pid, why))
+        time.sleep(PROBE_EVERY)
+
+
+def _timeout_message(shell, target, paths, rundir, settings, remote_pid, why) -> str:
+    log = remote_log(shell, target, paths, rundir)
+    tail = "\n".join("  | " + line for line in log.splitlines()[-15:])
+    return (
+        f"TensorBoard (pid {remote_pid}) on {target.label} did not answer within "
+        f"{settings.start_timeout:g}s ({why}); it is left running: tb.check later, or tb.exit"
+        + ("\nremote log:\n" + tail if tail else "")
+    )
 
 
 def _discard(shell: Shell, target: Target, paths: Paths, rundir: str) -> None:
@@ -389,7 +574,7 @@ def _start_error(detail: str, label: str, settings: Settings) -> str:
     what, _, rest = detail.partition(" ")
     if what == "port-in-use":
         return (
-            f"remote port {settings.remote_port} on {label} is already in use by another program "
+            f"remote port {rest or settings.remote_port} on {label} is already in use by another program "
             f"(not ours; left alone): choose another with --remote-port"
         )
     if what == "rundir":
@@ -411,6 +596,16 @@ def _died_message(log: str, label: str, settings: Settings) -> str:
             f"shell: set tb.activate (e.g. 'source ~/venvs/tb/bin/activate') or "
             f"tb.tensorboard_cmd to its full path"
         )
+    elif "data_server=netns requires it" in log:
+        head = (
+            f"{label} does not allow private network namespaces (unshare -rn): "
+            f"set tb.data_server to auto or off"
+        )
+    elif "No module named" in log:
+        head = (
+            f"the Python behind {settings.tensorboard_cmd.split()[0]!r} on {label} cannot import "
+            f"TensorBoard: point tb.tensorboard_cmd at the right one (e.g. 'python -m tensorboard.main')"
+        )
     elif "could not bind to port" in log or "already in use" in log:
         head = (
             f"TensorBoard could not bind remote port {settings.remote_port} on {label}: "
@@ -420,43 +615,6 @@ def _died_message(log: str, label: str, settings: Settings) -> str:
         head = f"TensorBoard exited on {label} before it answered"
     tail = "\n".join("  | " + line for line in log.splitlines()[-15:])
     return head + ("\nremote log:\n" + tail if tail else "")
-
-
-def _wait_ready(
-    shell: Shell,
-    target: Target,
-    paths: Paths,
-    rundir: str,
-    url: str,
-    settings: Settings,
-    remote_pid: int,
-) -> None:
-    """Poll the page through the tunnel; check liveness now and then."""
-    start = time.monotonic()
-    deadline = start + settings.start_timeout
-    next_liveness = start + LIVENESS_EVERY
-    while True:
-        ok, why = probe(url)
-        if ok:
-            return
-        now = time.monotonic()
-        if now >= next_liveness or now >= deadline:
-            word, _ = run_remote(shell, target, paths, remote.status_script(rundir))
-            if word != "running":
-                log = remote_log(shell, target, paths, rundir)
-                message = _died_message(log, target.label, settings)
-                _discard(shell, target, paths, rundir)
-                raise TbError(message)
-            next_liveness = time.monotonic() + LIVENESS_EVERY
-        if now >= deadline:
-            log = remote_log(shell, target, paths, rundir)
-            tail = "\n".join("  | " + line for line in log.splitlines()[-15:])
-            raise TbError(
-                f"TensorBoard (pid {remote_pid}) on {target.label} did not answer at {url} "
-                f"within {settings.start_timeout:g}s ({why}); it is left running: "
-                f"tb.check later, or tb.exit" + ("\nremote log:\n" + tail if tail else "")
-            )
-        time.sleep(PROBE_EVERY)
 
 
 # ---------------------------------------------------------------- check
@@ -478,7 +636,6 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
         if status == "stale":
             return Health(False, f"{label}: stale control socket {paths.socket} (the ssh master died); tb.start repairs it")
         return Health(False, f"{label}: no tunnel (start one with tb.start)")
-    url = _url(data["local_port"])
     remote_pid = data.get("remote_pid")
     if status == "stale":
         return Health(False, f"{label}: stale control socket (the ssh master died); TensorBoard pid {remote_pid} not checked; tb.start reopens the tunnel")
@@ -486,11 +643,14 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
         return Health(False, f"{label}: no tunnel (the ssh master is gone); TensorBoard pid {remote_pid} not checked; tb.start reopens the tunnel")
     rundir = remote.run_dir(data["remote_dir"], data["sid"])
     try:
-        word, detail = run_remote(shell, target, paths, remote.status_script(rundir))
+        word, detail, _ = run_remote(shell, target, paths, remote.status_script(rundir))
     except TbError as error:
         return Health(False, f"{label}: tunnel up but the remote did not answer: {error}")
     if word != "running":
         return Health(False, f"{label}: TensorBoard is not running on {label} (pid {remote_pid} is gone); tb.start restarts it")
+    if not data.get("local_port"):
+        return Health(False, f"{label}: TensorBoard pid {detail} is running but no forward was set up; tb.start completes it")
+    url = url_for(data)
     ok, why = probe(url)
     if not ok:
         return Health(False, f"{label}: TensorBoard pid {detail} is running but {url} is not answering ({why})")
@@ -524,7 +684,7 @@ def stop(shell: Shell, target: Target, paths: Paths, say: Say) -> None:
         if via is None:
             say(f"{label}: the tunnel is gone; connecting to stop TensorBoard")
         try:
-            word, detail = run_remote(shell, target, via, remote.stop_script(rundir), timeout=QUICK_TIMEOUT + 10)
+            word, detail, _ = run_remote(shell, target, via, remote.stop_script(rundir), timeout=shell.quick + 10)
         except TbError as error:
             raise TbError(
                 f"could not stop TensorBoard pid {data.get('remote_pid')} on {label}: {error}; "

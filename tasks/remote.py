@@ -4,7 +4,8 @@ Each script is fed to ``sh -s`` on the remote through our ssh master, so the
 remote login shell never parses it. Every value that comes from a setting is
 shell-quoted here, except the two settings that *are* shell by design
 (``activate`` and ``tensorboard_cmd``). Scripts answer with one line
-``tbr <word> [detail]`` that :func:`parse_reply` reads.
+``tbr <word> [detail]`` that :func:`parse_reply` reads, after optional
+``tbr-info KEY VALUE`` lines (:func:`parse_info`).
 
 A TensorBoard of ours is recorded in ``<remote_dir>/<sid>/pid`` as
 ``PID STARTTIME UID BOOT_ID``; a pid alone is no identity (pids are reused),
@@ -15,15 +16,21 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Optional
 
 _SID = re.compile(r"[0-9a-f]{8,64}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")
 
 #: Exit statuses of our launcher before it execs TensorBoard.
+NETNS_REFUSED = 96
 ACTIVATION_FAILED = 97
 COMMAND_NOT_FOUND = 98
 
 LOG_MARK = "tensorboard-remote:"
+
+#: The Python program that serves TensorBoard on the remote (see launcher.py).
+LAUNCHER = Path(__file__).with_name("launcher.py").read_text()
 
 
 def remote_path(path: str) -> str:
@@ -61,29 +68,75 @@ load() {
 }
 """
 
+# A relative run directory is below the login directory (where ssh starts
+# us); make it absolute so that a forward can name the socket in it.
+_ABSOLUTE = 'case "$d" in /*) ;; *) d="$HOME/$d" ;; esac'
+
 
 def _script(rundir: str, body: str) -> str:
-    return f"d={rundir}\n{_PRELUDE}\n{body.strip()}\n"
+    return f"d={rundir}\n{_ABSOLUTE}\n{_PRELUDE}\n{body.strip()}\n"
 
 
 def status_script(rundir: str) -> str:
-    """Prints ``tbr running PID``, ``tbr dead PID`` or ``tbr none``."""
+    """Prints ``tbr running PID``, ``tbr dead PID`` or ``tbr none``; for a
+    running one first ``tbr-info endpoint unix PATH`` / ``tcp PORT`` once it
+    listens, and ``tbr-info isolation netns|off|shared``."""
     return _script(
         rundir,
         r"""
 load
 if [ -z "$p" ]; then echo "tbr none"
-elif ours "$p" "$st" "$u" "$b"; then echo "tbr running $p"
+elif ours "$p" "$st" "$u" "$b"; then
+  [ -r "$d/endpoint" ] && { read -r kind where < "$d/endpoint"; echo "tbr-info endpoint $kind $where"; }
+  [ -r "$d/isolation" ] && { read -r iso < "$d/isolation"; echo "tbr-info isolation $iso"; }
+  echo "tbr running $p"
 else echo "tbr dead $p"
 fi
 """,
     )
 
 
-def launcher(rundir: str, logdir: str, port: int, tensorboard_cmd: str, activate: str) -> str:
+# Finds the Python that has TensorBoard from the tensorboard_cmd words in
+# "$@": "python -m tensorboard.main ARGS" directly, or a console script's
+# shebang (including pip's sh wrapper for long paths), else python3. Leaves
+# any extra TensorBoard arguments in "$@".
+_FIND_PYTHON = r"""
+pyarg=
+case "${1##*/}" in
+  python*)
+    py=$1; shift
+    if [ "${1-}" = -m ]; then shift 2; fi ;;
+  *)
+    exe=$(command -v "$1"); shift
+    first=; IFS= read -r first < "$exe"
+    case "$first" in
+      "#!/bin/sh"*) py=$(sed -n "s/^'''exec' \"\(.*\)\" \"\$0\" \"\$@\"\$/\1/p" "$exe" | head -n 1) ;;
+      "#!"*python*)
+        # As the kernel reads it: an interpreter and one optional argument.
+        line=${first#??}; line=${line# }; py=${line%% *}
+        case "$line" in *" "*) pyarg=${line#* } ;; esac ;;
+      *) py= ;;
+    esac
+    [ -n "$py" ] || py=python3 ;;
+esac
+"""
+
+
+def launcher(
+    rundir: str,
+    logdir: str,
+    tensorboard_cmd: str,
+    activate: str,
+    *,
+    serve: str = "unix",
+    port: int = 0,
+    data_server: str = "auto",
+    flagfile: bool = True,
+) -> str:
     """The detached script that becomes TensorBoard (it ends in ``exec``)."""
     lines = [
         f"d={rundir}",
+        _ABSOLUTE,
         # Record our identity first: pid, start time, uid, boot id.
         "s=$(cat /proc/$$/stat); r=${s##*)}; set -- $r",
         'echo "$$ ${20} $(id -u) $(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp"'
@@ -109,45 +162,103 @@ def launcher(rundir: str, logdir: str, port: int, tensorboard_cmd: str, activate
         f'  echo "{LOG_MARK} $1: command not found on PATH=$PATH"',
         f"  exit {COMMAND_NOT_FOUND}",
         "fi",
-        f'exec "$@" --logdir {shlex.quote(logdir)} --port {int(port)} --host 127.0.0.1',
+        _FIND_PYTHON.strip(),
+        "wrap=",
+    ]
+    if data_server in ("auto", "netns"):
+        lines += [
+            "if unshare -rn true >/dev/null 2>&1; then",
+            '  wrap="unshare -rn"; TBR_NETNS=1; export TBR_NETNS',
+            '  echo netns > "$d/isolation"',
+            "else",
+        ]
+        if data_server == "netns":
+            lines += [
+                f'  echo "{LOG_MARK} unshare -rn is not permitted here, and data_server=netns requires it"',
+                f"  exit {NETNS_REFUSED}",
+            ]
+        else:
+            lines += [
+                f'  echo "{LOG_MARK} unshare -rn is not permitted here: data server off (--load_fast=false)"',
+                '  set -- "$@" --load_fast=false',
+                '  echo off > "$d/isolation"',
+            ]
+        lines += ["fi"]
+    elif data_server == "off":
+        lines += ['set -- "$@" --load_fast=false', 'echo off > "$d/isolation"']
+    else:
+        lines += ['echo shared > "$d/isolation"']
+    if flagfile:
+        lines += ['set -- "$@" --flagfile "$d/flags"']
+    lines += [
+        f'TBR_DIR="$d"; TBR_SERVE={shlex.quote(serve)}; TBR_PORT={int(port)}',
+        "export TBR_DIR TBR_SERVE TBR_PORT",
+        'exec $wrap "$py" ${pyarg:+"$pyarg"} "$d/launch.py" "$@" --logdir '
+        + shlex.quote(logdir),
     ]
     return "\n".join(lines) + "\n"
 
 
+def _heredoc(path: str, body: str, delimiter: str) -> str:
+    if delimiter in body:
+        raise ValueError(f"{path} may not contain its heredoc delimiter {delimiter}")
+    if not body.endswith("\n"):
+        body += "\n"
+    return f"cat > {path} <<'{delimiter}'\n{body}{delimiter}\n"
+
+
 def start_script(
-    rundir: str, logdir: str, port: int, tensorboard_cmd: str, activate: str
+    rundir: str,
+    logdir: str,
+    tensorboard_cmd: str,
+    activate: str,
+    *,
+    serve: str = "unix",
+    port: int = 0,
+    data_server: str = "auto",
+    token: Optional[str] = None,
 ) -> str:
     """Start TensorBoard detached unless ours is already running.
 
     Prints ``tbr running PID`` (reused), ``tbr started PID``, or
-    ``tbr error <what> [detail]``.
+    ``tbr error <what> [detail]``. The URL token, if any, travels inside this
+    script (ssh's stdin) into a 0600 flagfile: never on a command line.
     """
-    body = launcher(rundir, logdir, port, tensorboard_cmd, activate)
-    delimiter = "TBR_LAUNCHER_EOF"
-    if delimiter in body:
-        raise ValueError("the launcher may not contain its own heredoc delimiter")
-    hexport = f"{int(port):04X}"
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise ValueError("bad URL token")
+    body = launcher(
+        rundir, logdir, tensorboard_cmd, activate,
+        serve=serve, port=port, data_server=data_server, flagfile=token is not None,
+    )
+    port_check = ""
+    if serve == "tcp" and port:
+        hexport = f"{int(port):04X}"
+        port_check = (
+            "# A listener already on the port is not ours: never disturb it.\n"
+            "if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null \\\n"
+            f"   | grep -q '^ *[0-9]*: [0-9A-F]*:{hexport} [0-9A-F]*:[0-9A-F]* 0A '; then\n"
+            f'  echo "tbr error port-in-use {int(port)}"; exit 0\n'
+            "fi\n"
+        )
+    flags = f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
     return _script(
         rundir,
-        f"""
-load
-if ours "$p" "$st" "$u" "$b"; then echo "tbr running $p"; exit 0; fi
-umask 077
-mkdir -p "$d" && chmod 700 "$d" || {{ echo "tbr error rundir $d"; exit 0; }}
-rm -f "$d/pid" "$d/pid.tmp"
-# A listener already on the port is not ours: never disturb it.
-if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null \\
-   | grep -q '^ *[0-9]*: [0-9A-F]*:{hexport} [0-9A-F]*:[0-9A-F]* 0A '; then
-  echo "tbr error port-in-use {int(port)}"; exit 0
-fi
-command -v setsid >/dev/null 2>&1 || {{ echo "tbr error no-setsid"; exit 0; }}
-cat > "$d/launch.sh" <<'{delimiter}'
-{body}{delimiter}
+        "load\n"
+        'if ours "$p" "$st" "$u" "$b"; then echo "tbr running $p"; exit 0; fi\n'
+        "umask 077\n"
+        'mkdir -p "$d" && chmod 700 "$d" || { echo "tbr error rundir $d"; exit 0; }\n'
+        'rm -f "$d/pid" "$d/pid.tmp" "$d/endpoint" "$d/isolation" "$d/tb.sock"\n'
+        + port_check
+        + 'command -v setsid >/dev/null 2>&1 || { echo "tbr error no-setsid"; exit 0; }\n'
+        + flags
+        + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
+        + _heredoc('"$d/launch.sh"', body, "TBR_SH_EOF")
+        + r"""
 if command -v bash >/dev/null 2>&1; then sh_=bash; else sh_=sh; fi
 setsid -f "$sh_" "$d/launch.sh" </dev/null >>"$d/log" 2>&1
 i=0
 while [ ! -s "$d/pid" ]; do
-  i=$((i+1)); [ "$i" -gt 500 ] && {{ echo "tbr error no-pid"; exit 0; }}
+  i=$((i+1)); [ "$i" -gt 500 ] && { echo "tbr error no-pid"; exit 0; }
   sleep 0.01
 done
 load
@@ -199,3 +310,13 @@ def parse_reply(stdout: str) -> Optional[tuple[str, str]]:
             parts = line.split(" ", 2)
             return parts[1], (parts[2] if len(parts) > 2 else "")
     return None
+
+
+def parse_info(stdout: str) -> dict[str, str]:
+    """``tbr-info KEY VALUE`` lines of a script's output."""
+    info = {}
+    for line in stdout.splitlines():
+        if line.startswith("tbr-info "):
+            parts = line.split(" ", 2)
+            info[parts[1]] = parts[2] if len(parts) > 2 else ""
+    return info

@@ -51,8 +51,23 @@ DEFAULTS: dict[str, Any] = {
     "activate": "",
     # Remote directory for our run directories (pid file, log).
     "remote_dir": "~/.tensorboard-remote",
+    # How TensorBoard serves on the remote: "unix" (a 0600 Unix socket in our
+    # 0700 run directory: no TCP port at all) or "tcp" (127.0.0.1:remote_port,
+    # as the seed script did).
+    "serve": "unix",
+    # "yes": a random secret URL prefix (--path_prefix, passed in a flagfile)
+    # guards the local port against other local users and DNS rebinding.
+    "url_token": "yes",
+    # TensorBoard's fast loader runs a data server on a loopback TCP port that
+    # any user of the remote can read: "auto" keeps it in a private network
+    # namespace (unshare -rn) where the host allows, else turns it off;
+    # "netns" requires the namespace; "off" uses --load_fast=false (slower on
+    # large logdirs); "shared" leaves it as TensorBoard does.
+    "data_server": "auto",
     # Seconds to wait for TensorBoard to answer through the tunnel.
     "start_timeout": _EnvNumber(60),
+    # Seconds for any ssh step that should be quick (through the master).
+    "command_timeout": _EnvNumber(10),
     # Seconds for the TCP connect of a new ssh connection.
     "connect_timeout": _EnvNumber(10),
     # Seconds between ssh keepalives; the master ends after 3 unanswered.
@@ -74,9 +89,16 @@ class Settings:
     tensorboard_cmd: str
     activate: str
     remote_dir: str
+    serve: str
+    url_token: bool
+    data_server: str
     start_timeout: float
+    command_timeout: float
     connect_timeout: int
     keepalive: int
+    # True when local_port came from the user (flag, env or config), not our
+    # default: then a busy port is an error instead of "take the next one".
+    local_port_explicit: bool = True
 
 
 def configured(config: Any) -> Mapping[str, Any]:
@@ -142,6 +164,24 @@ def text(value: Any, name: str, *, allow_empty: bool = False) -> str:
     return value
 
 
+def choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    text_value = str(value).strip().lower()
+    if text_value not in allowed:
+        raise TbError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return text_value
+
+
+def yes_no(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text_value = str(value).strip().lower()
+    if text_value in ("yes", "true", "on", "1"):
+        return True
+    if text_value in ("no", "false", "off", "0"):
+        return False
+    raise TbError(f"{name} must be yes or no, got {value!r}")
+
+
 def settings(config: Any, **flags: Any) -> Settings:
     """Resolve and validate every setting a task needs."""
 
@@ -149,6 +189,18 @@ def settings(config: Any, **flags: Any) -> Settings:
         return resolve(config, key, flags.get(key))
 
     ssh_config = get("ssh_config")
+    serve = choice(get("serve"), "serve", ("unix", "tcp"))
+    data_server = choice(get("data_server"), "data_server", ("auto", "netns", "off", "shared"))
+    if serve == "tcp" and data_server == "netns":
+        raise TbError("data_server=netns needs serve=unix (TCP would be unreachable from sshd)")
+    # The seed's 6006 is a preference; any other port, or one given by flag
+    # or environment, is what the user asked for exactly.
+    prefix = getattr(config, "_env_prefix", None) or "INVOKE_"
+    local_port_explicit = (
+        flags.get("local_port") is not None
+        or f"{prefix}TB_LOCAL_PORT" in os.environ
+        or str(get("local_port")).strip() != str(DEFAULTS["local_port"])
+    )
     return Settings(
         logdir=text(get("logdir"), "logdir"),
         remote_port=port(get("remote_port"), "remote_port"),
@@ -158,7 +210,12 @@ def settings(config: Any, **flags: Any) -> Settings:
         tensorboard_cmd=text(get("tensorboard_cmd"), "tensorboard_cmd"),
         activate=text(get("activate"), "activate", allow_empty=True),
         remote_dir=text(get("remote_dir"), "remote_dir"),
+        serve=serve,
+        url_token=yes_no(get("url_token"), "url_token"),
+        data_server=data_server,
         start_timeout=seconds(get("start_timeout"), "start_timeout"),
+        command_timeout=seconds(get("command_timeout"), "command_timeout"),
         connect_timeout=int(seconds(get("connect_timeout"), "connect_timeout")) or 1,
         keepalive=int(seconds(get("keepalive"), "keepalive")) or 1,
+        local_port_explicit=local_port_explicit,
     )

@@ -139,10 +139,12 @@ def resolve_argv(target: Target, control_dir: str) -> list[str]:
     ]
 
 
-def master_argv(
-    target: Target, socket: str, local_port: int, remote_port: int, keepalive: int
-) -> list[str]:
-    """The ControlMaster that carries the forward and every remote step."""
+def master_argv(target: Target, socket: str, keepalive: int) -> list[str]:
+    """The ControlMaster that carries the forward and every remote step.
+
+    It opens with no forward: the forward is added with ``-O forward`` once
+    TensorBoard says where it listens (a Unix socket path or a TCP port).
+    """
     return [
         "ssh",
         *base_options(target),
@@ -160,13 +162,33 @@ def master_argv(
         f"ServerAliveInterval={keepalive}",
         "-o",
         "ServerAliveCountMax=3",
-        # Forward 127.0.0.1 to 127.0.0.1: never localhost (::1 may be
-        # another program) and never an address other users reach.
-        "-L",
-        f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}",
+        # Forwards from the user's ssh_config (LocalForward...) are not ours.
+        "-o",
+        "ClearAllForwardings=yes",
         "--",
         target.host,
     ]
+
+
+def forward_spec(local_port: int, endpoint: str) -> str:
+    """``-L`` spec: always bind 127.0.0.1 here, never an address others reach.
+
+    ``endpoint`` is ``unix /abs/path`` or ``tcp PORT`` (on the remote's
+    127.0.0.1, never ``localhost``: ``::1`` may be another program).
+    """
+    kind, _, where = endpoint.partition(" ")
+    if kind == "unix" and where.startswith("/"):
+        return f"127.0.0.1:{int(local_port)}:{where}"
+    if kind == "tcp" and where.isdigit():
+        return f"127.0.0.1:{int(local_port)}:127.0.0.1:{int(where)}"
+    raise ValueError(f"bad endpoint {endpoint!r}")
+
+
+def forward_argv(target: Target, socket: str, spec: str, operation: str = "forward") -> list[str]:
+    """Add (``forward``) or remove (``cancel``) a forward on our master."""
+    if operation not in ("forward", "cancel"):
+        raise ValueError(f"unsupported forward operation {operation!r}")
+    return ["ssh", *base_options(target), "-S", socket, "-O", operation, "-L", spec, "--", target.host]
 
 
 def control_argv(target: Target, socket: str, operation: str) -> list[str]:

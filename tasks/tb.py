@@ -41,6 +41,9 @@ _START_HELP = {
     "activate": "Shell snippet run on the remote first, e.g. 'source ~/venvs/tb/bin/activate'.",
     "remote-dir": "Remote directory for run state: pid file and log (default ~/.tensorboard-remote).",
     "start-timeout": "Seconds to wait for TensorBoard to answer through the tunnel (default 60).",
+    "serve": "unix (default: a private Unix socket, no TCP port on the remote) or tcp (the seed's way).",
+    "url-token": "yes (default): a secret URL prefix guards the local port; no: plain URL.",
+    "data-server": "auto (default), netns, off or shared: how TensorBoard's fast-loader data server is kept private.",
 }
 
 
@@ -109,6 +112,9 @@ def start(
     activate=None,
     remote_dir=None,
     start_timeout=None,
+    serve=None,
+    url_token=None,
+    data_server=None,
     verbose=False,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
@@ -123,18 +129,21 @@ def start(
             activate=activate,
             remote_dir=remote_dir,
             start_timeout=start_timeout,
+            serve=serve,
+            url_token=url_token,
+            data_server=data_server,
         )
         target = _target(c, host, _ssh_config(c, ssh_config), config.connect_timeout)
         if target is None:
             raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
-        lifecycle.start(lifecycle.Shell(c, verbose=verbose), target, config, _say)
+        shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
+        lifecycle.start(shell, target, config, _say)
     except TbError as error:
         raise _edge(error) from None
 
 
-def _targets(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config: Optional[str]) -> Iterator[tuple[Target, Optional[state.Paths]]]:
+def _targets(c: Any, host: Optional[str], config: Any, ssh_config: Optional[str]) -> Iterator[tuple[Target, Optional[state.Paths]]]:
     """The given host, or every host with state in the control directory."""
-    config = settings(c.config, control_dir=control_dir)
     target = _target(c, host, _ssh_config(c, ssh_config), config.connect_timeout)
     if target is not None:
         yield target, None
@@ -147,11 +156,11 @@ def _targets(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config
 def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
     """Say whether tunnel, remote TensorBoard and page are healthy; exit 1 if not."""
     try:
-        shell = lifecycle.Shell(c, verbose=verbose)
-        directory = resolve(c.config, "control_dir", control_dir)
+        config = settings(c.config, control_dir=control_dir)
+        shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
         results = []
-        for target, paths in _targets(c, host, control_dir, ssh_config):
-            paths = paths or lifecycle.locate(shell, target, directory)
+        for target, paths in _targets(c, host, config, ssh_config):
+            paths = paths or lifecycle.locate(shell, target, config.control_dir)
             health = lifecycle.check(shell, target, paths)
             _say(health.line)
             results.append(health.ok)
@@ -167,12 +176,12 @@ def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
 def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False):
     """Close the tunnel and stop only the TensorBoard that tb.start started."""
     try:
-        shell = lifecycle.Shell(c, verbose=verbose)
-        directory = resolve(c.config, "control_dir", control_dir)
+        config = settings(c.config, control_dir=control_dir)
+        shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
         found = False
-        for target, paths in _targets(c, host, control_dir, ssh_config):
+        for target, paths in _targets(c, host, config, ssh_config):
             found = True
-            paths = paths or lifecycle.locate(shell, target, directory)
+            paths = paths or lifecycle.locate(shell, target, config.control_dir)
             lifecycle.stop(shell, target, paths, _say)
         if not found:
             _say("nothing to stop: no tunnel of ours is open on this machine")

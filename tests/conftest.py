@@ -115,7 +115,8 @@ class Rig:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.local_port}/"
+        """The session's URL (with its token), from the recorded state."""
+        return lifecycle.url_for(self.only_state())
 
     @property
     def ssh_config(self) -> str:
@@ -223,4 +224,4 @@ def http_json(url: str) -> dict:
 
 def tensorboards(rig: Rig) -> list[int]:
     """Pids of TensorBoard processes serving this test's logdir."""
-    return [pid for pid, cmd in ours(str(rig.logdir)) if "tensorboard" in cmd and f"--port {rig.remote_port} " in cmd]
+    return [pid for pid, cmd in ours(str(rig.logdir)) if "launch.py" in cmd and "--logdir" in cmd]

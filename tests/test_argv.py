@@ -7,23 +7,35 @@ from tensorboard_remote.settings import TbError
 from tensorboard_remote.sshargv import Target
 
 
-def test_master_forwards_loopback_to_loopback_and_fails_on_a_taken_port():
-    argv = sshargv.master_argv(Target("hostA"), "/cm/tb-abc", 6006, 6008, 15)
-    assert argv[0] == "ssh"
-    assert argv[argv.index("-L") + 1] == "127.0.0.1:6006:127.0.0.1:6008"
+def test_the_master_opens_with_no_forward_and_strict_options():
+    argv = sshargv.master_argv(Target("hostA"), "/cm/tb-abc", 15)
+    assert argv[0] == "ssh" and "-L" not in argv
     options = [argv[i + 1] for i, word in enumerate(argv) if word == "-o"]
     assert "ExitOnForwardFailure=yes" in options
     assert "ControlPersist=no" in options
     assert "ServerAliveInterval=15" in options
+    assert "ClearAllForwardings=yes" in options
     assert any(o.startswith("ConnectTimeout=") for o in options)
     assert {"-M", "-f", "-N"} <= set(argv)
     assert argv[argv.index("-S") + 1] == "/cm/tb-abc"
 
 
+def test_forwards_bind_loopback_here_and_reach_a_socket_or_loopback_there():
+    assert sshargv.forward_spec(6006, "unix /home/u/.tensorboard-remote/ab/tb.sock") == (
+        "127.0.0.1:6006:/home/u/.tensorboard-remote/ab/tb.sock"
+    )
+    assert sshargv.forward_spec(6006, "tcp 41234") == "127.0.0.1:6006:127.0.0.1:41234"
+    argv = sshargv.forward_argv(Target("hostA"), "/s", "127.0.0.1:1:/x", "forward")
+    assert argv[argv.index("-O") + 1] == "forward" and argv[argv.index("-L") + 1] == "127.0.0.1:1:/x"
+    with pytest.raises(ValueError):
+        sshargv.forward_spec(6006, "unix relative/path")
+
+
 @pytest.mark.parametrize(
     "build",
     [
-        lambda t: sshargv.master_argv(t, "/s", 1, 2, 15),
+        lambda t: sshargv.master_argv(t, "/s", 15),
+        lambda t: sshargv.forward_argv(t, "/s", "127.0.0.1:1:/x"),
         lambda t: sshargv.control_argv(t, "/s", "check"),
         lambda t: sshargv.control_argv(t, "/s", "exit"),
         lambda t: sshargv.remote_argv(t, "/s"),

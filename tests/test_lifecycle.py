@@ -18,6 +18,7 @@ from .conftest import BIN, alive, http_json, tensorboards, wait_gone
 def started(result: subprocess.CompletedProcess, rig) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"TensorBoard ready at {rig.url}" in result.stdout
+    assert rig.url.startswith(f"http://127.0.0.1:{rig.local_port}/")
 
 
 # ------------------------------------------------------------ fab -H host
@@ -204,7 +205,10 @@ def test_an_activation_snippet_puts_tensorboard_on_path(rig, tmp_path):
     # until the snippet (here, a venv-style PATH change) runs.
     bindir = tmp_path / "venv-bin"
     bindir.mkdir()
-    (bindir / "tensorboard").write_text(f'#!/bin/sh\nexec {sys.executable} -m tensorboard.main "$@"\n')
+    # What pip writes for a console script.
+    (bindir / "tensorboard").write_text(
+        f"#!{sys.executable}\nimport sys\nfrom tensorboard.main import run_main\nsys.exit(run_main())\n"
+    )
     (bindir / "tensorboard").chmod(0o755)
     env = rig.env(
         FABRIC_TB_TENSORBOARD_CMD="tensorboard",
@@ -226,7 +230,7 @@ def test_a_remote_port_held_by_another_program_is_left_alone(rig):
     foreign.bind(("127.0.0.1", rig.remote_port))
     foreign.listen()
     try:
-        result = rig.fab("tb.start")
+        result = rig.fab("tb.start", env=rig.env(FABRIC_TB_SERVE="tcp"))
         assert result.returncode == 1
         assert f"remote port {rig.remote_port} on sandbox is already in use by another program" in result.stderr
         with socket.create_connection(("127.0.0.1", rig.remote_port), timeout=2):
@@ -250,10 +254,11 @@ def test_a_local_port_held_by_another_program_is_a_clear_error(rig):
 
 
 def test_a_tensorboard_that_never_answers_times_out_with_the_log_tail(rig, tmp_path):
-    stub = tmp_path / "hanging-tensorboard"
+    # A "Python" that never serves: started as FAKE -m tensorboard.main.
+    stub = tmp_path / "python-hanging"
     stub.write_text("#!/bin/sh\necho 'stub: loading forever'\nexec sleep 60\n")
     stub.chmod(0o755)
-    env = rig.env(FABRIC_TB_TENSORBOARD_CMD=str(stub), FABRIC_TB_START_TIMEOUT="1.5")
+    env = rig.env(FABRIC_TB_TENSORBOARD_CMD=f"{stub} -m tensorboard.main", FABRIC_TB_START_TIMEOUT="1.5")
     result = rig.fab("tb.start", env=env)
     assert result.returncode == 1
     assert "did not answer" in result.stderr and "within 1.5s" in result.stderr

@@ -33,12 +33,13 @@ def boot_id() -> str:
 
 @pytest.fixture
 def stub(tmp_path):
-    """A fake TensorBoard that records its arguments and then idles."""
+    """A fake Python for ``tensorboard_cmd="FAKE -m tensorboard.main"``: it
+    records its arguments (launch.py and TensorBoard's flags) and idles."""
     args = tmp_path / "args"
-    path = tmp_path / "fake-tensorboard"
+    path = tmp_path / "python-fake"
     path.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {args}\nexec sleep 60\n')
     path.chmod(0o755)
-    return path, args
+    return f"{path} -m tensorboard.main", args
 
 
 def write_pidfile(rundir: Path, pid: int, start: str) -> None:
@@ -88,11 +89,11 @@ def test_a_zombie_is_not_alive(tmp_path):
 def test_start_then_stop_with_verified_identity(tmp_path, stub):
     path, args = stub
     rundir = remote.run_dir(str(tmp_path / "runs"), SID)
-    word, pid = sh(remote.start_script(rundir, "logs", 16999, str(path), ""))
+    word, pid = sh(remote.start_script(rundir, "logs", path, ""))
     assert word == "started"
     pid = int(pid)
     assert alive(pid)
-    assert sh(remote.start_script(rundir, "logs", 16999, str(path), "")) == ("running", str(pid))
+    assert sh(remote.start_script(rundir, "logs", path, "")) == ("running", str(pid))
     assert sh(remote.stop_script(rundir)) == ("stopped", str(pid))
     assert wait_gone(pid)
     assert not (tmp_path / "runs" / SID).exists()
@@ -104,15 +105,21 @@ def test_hostile_logdir_and_activation_reach_the_remote_literally(tmp_path, stub
     logdir = f"my runs/'quote\"$(touch {canary})`touch {canary}`;touch {canary}\nnext"
     rundir = remote.run_dir(str(tmp_path / "runs"), SID)
     activate = f"X='$(touch {canary})'"
-    word, pid = sh(remote.start_script(rundir, logdir, 16998, str(path), activate))
+    word, pid = sh(remote.start_script(rundir, logdir, path, activate, token="t0ken-abcdef"))
     assert word == "started"
     deadline = time.monotonic() + 5
-    while not args.exists() or not args.read_text().endswith("127.0.0.1\n"):
+    while not args.exists() or not args.read_text().endswith("next\n"):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     words = args.read_text().split("\n")
-    assert words[:2] == ["--logdir", logdir.split("\n")[0]]
-    assert "\n".join(words[1:3]) == logdir
+    assert words[0].endswith("/launch.py")
+    assert words[-4] == "--logdir"
+    assert "\n".join(words[-3:-1]) == logdir
+    # The token sits in a private flagfile, not on the command line.
+    assert "t0ken-abcdef" not in args.read_text()
+    flagfile = tmp_path / "runs" / SID / "flags"
+    assert flagfile.read_text() == "--path_prefix=/t0ken-abcdef\n"
+    assert oct(flagfile.stat().st_mode & 0o777) == "0o600"
     assert not canary.exists(), "a shell command hidden in a setting ran"
     sh(remote.stop_script(rundir))
 
@@ -125,7 +132,8 @@ def test_a_foreign_listener_on_the_remote_port_is_left_alone(tmp_path, stub):
     busy = listener.getsockname()[1]
     try:
         rundir = remote.run_dir(str(tmp_path), SID)
-        assert sh(remote.start_script(rundir, "logs", busy, str(path), "")) == ("error", f"port-in-use {busy}")
+        reply = sh(remote.start_script(rundir, "logs", path, "", serve="tcp", port=busy))
+        assert reply == ("error", f"port-in-use {busy}")
         assert listener.fileno() != -1
         listener.settimeout(0.1)
         with socket.create_connection(("127.0.0.1", busy)):
@@ -140,3 +148,27 @@ def test_remote_paths_expand_the_remote_home_only_for_a_leading_tilde():
     assert remote.remote_path("a~b") == "'a~b'"
     with pytest.raises(ValueError):
         remote.run_dir("/x", "../../etc")
+
+
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ("#!/opt/tb/bin/python3.11\nimport sys\n", "/opt/tb/bin/python3.11 |  | --reload_interval 5"),
+        # pip's form when the interpreter path is too long for a shebang.
+        ("#!/bin/sh\n'''exec' \"/very/long path/bin/python\" \"$0\" \"$@\"\n' '''\n", "/very/long path/bin/python |  | --reload_interval 5"),
+        ("#!/usr/bin/env python3\n", "/usr/bin/env | python3 | --reload_interval 5"),
+    ],
+)
+def test_the_python_behind_a_console_script_is_found_from_its_shebang(tmp_path, script, expected):
+    exe = tmp_path / "tensorboard"
+    exe.write_text(script)
+    exe.chmod(0o755)
+    probe = f"set -- {exe} --reload_interval 5\n{remote._FIND_PYTHON}\necho \"$py | $pyarg | $*\"\n"
+    out = subprocess.run(["sh", "-s"], input=probe, capture_output=True, text=True).stdout.strip()
+    assert out == expected
+
+
+def test_python_dash_m_tensorboard_names_its_python_directly():
+    probe = f"set -- /opt/py/bin/python -m tensorboard.main --samples_per_plugin x=1\n{remote._FIND_PYTHON}\necho \"$py | $*\"\n"
+    out = subprocess.run(["sh", "-s"], input=probe, capture_output=True, text=True).stdout.strip()
+    assert out == "/opt/py/bin/python | --samples_per_plugin x=1"

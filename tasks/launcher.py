@@ -1,0 +1,108 @@
+"""Runs TensorBoard on the remote host for tensorboard-remote.
+
+tensorboard-remote copies this file into the run directory on the remote and
+runs it with the Python that has TensorBoard. It never imports
+tensorboard_remote. It serves TensorBoard's own WSGI app through TensorBoard's
+public ``server_class`` hook, on a Unix socket created 0600 (``--host
+unix://`` crashes in TensorBoard 2.21, tensorboard#6057) or on TCP
+127.0.0.1, and writes ``<run dir>/endpoint`` once it listens.
+
+Environment:
+  TBR_DIR    the run directory (0700)
+  TBR_SERVE  "unix" (default) or "tcp"
+  TBR_PORT   with tcp: the port, 0 for any free one
+  TBR_NETNS  "1" when started inside a private network namespace
+             (``unshare -rn``): bring its loopback up for the data server
+"""
+
+import fcntl
+import os
+import socket
+import struct
+import sys
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up():
+    """Bring up ``lo`` in our new network namespace (we are root in it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+
+
+def main(argv):
+    run_dir = os.environ["TBR_DIR"]
+    serve = os.environ.get("TBR_SERVE", "unix")
+    port = int(os.environ.get("TBR_PORT", "0"))
+    if os.environ.get("TBR_NETNS") == "1":
+        loopback_up()
+
+    from absl import app
+    from tensorboard import default, main_lib, program, version
+    from werkzeug import serving
+
+    class QuietHandler(serving.WSGIRequestHandler):
+        """No line per request: the log would grow with every page view."""
+
+        def log_request(self, *args, **kwargs):
+            pass
+
+    class Server(program.TensorBoardServer):
+        def __init__(self, wsgi_app, flags):
+            if serve == "unix":
+                path = os.path.join(run_dir, "tb.sock")
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                # connect() needs write permission: 0600 keeps other users out.
+                old = os.umask(0o177)
+                try:
+                    self._server = serving.make_server(
+                        "unix://" + path, 0, wsgi_app, threaded=True, request_handler=QuietHandler
+                    )
+                finally:
+                    os.umask(old)
+                self._endpoint = "unix " + path
+                # TensorBoard wants a URL with an integer port.
+                self._url = "http://127.0.0.1:0/"
+            else:
+                try:
+                    self._server = serving.make_server(
+                        "127.0.0.1", port, wsgi_app, threaded=True, request_handler=QuietHandler
+                    )
+                except OSError as error:
+                    raise program.TensorBoardServerException(
+                        "could not bind to port %d, it was already in use (%s)" % (port, error)
+                    )
+                actual = self._server.socket.getsockname()[1]
+                self._endpoint = "tcp %d" % actual
+                self._url = "http://127.0.0.1:%d/" % actual
+
+        def serve_forever(self):
+            final = os.path.join(run_dir, "endpoint")
+            with open(final + ".tmp", "w") as handle:
+                handle.write(self._endpoint + "\n")
+            os.replace(final + ".tmp", final)
+            self._server.serve_forever()
+
+        def get_url(self):
+            return self._url
+
+        def print_serving_message(self):
+            sys.stderr.write(
+                "TensorBoard %s serving on %s\n" % (version.VERSION, self._endpoint)
+            )
+            sys.stderr.flush()
+
+    main_lib.global_init()
+    board = program.TensorBoard(plugins=default.get_plugins(), server_class=Server)
+    app.run(board.main, argv=["tensorboard"] + list(argv), flags_parser=board.configure)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
