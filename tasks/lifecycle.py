@@ -265,7 +265,7 @@ def open_master(shell: Shell, target: Target, paths: Paths, settings: Settings) 
     """Open the ControlMaster (no forward yet); returns its pid."""
     paths.log.write_text("")
     paths.log.chmod(0o600)
-    argv = sshargv.master_argv(target, str(paths.socket), settings.keepalive)
+    argv = sshargv.master_argv(target, str(paths.socket), settings.keepalive, str(paths.log))
     # Interactive users may type a password or a second factor here.
     timeout = target.connect_timeout + (20 if target.batch else 300)
     # The master keeps its stdout/stderr: send them to a file, never to a
@@ -472,7 +472,7 @@ def _launch(
 
     url = url_for(data)
     try:
-        _wait_page(shell, target, paths, rundir, url, settings, deadline, remote_pid)
+        _wait_page(shell, target, paths, rundir, url, settings, deadline, remote_pid, endpoint)
     except _StreamLocalRefused:
         if data["serve"] != "unix":
             raise TbError(f"{label} refused the forward to TensorBoard") from None
@@ -517,6 +517,22 @@ def _wait_endpoint(
         time.sleep(PROBE_EVERY)
 
 
+def _log_size(paths: Paths) -> int:
+    try:
+        return paths.log.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _log_since(paths: Paths, offset: int) -> str:
+    try:
+        with open(paths.log, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def _wait_page(
     shell: Shell,
     target: Target,
@@ -526,15 +542,26 @@ def _wait_page(
     settings: Settings,
     deadline: float,
     remote_pid: int,
+    data_endpoint: str = "",
 ) -> None:
-    """Poll the page through the tunnel; check liveness now and then."""
+    """Poll the page through the tunnel; check liveness now and then.
+
+    TensorBoard wrote its endpoint only once its socket listened, so a
+    connection through a Unix-socket forward that the master reports as
+    "open failed" while TensorBoard is alive means the server refused
+    stream-local forwarding (``AllowStreamLocalForwarding no``).
+    """
+    unix = data_endpoint.startswith("unix ")
+    mark = _log_size(paths)
     next_liveness = time.monotonic() + LIVENESS_EVERY
     while True:
         ok, why = probe(url)
         if ok:
             return
-        if "administratively prohibited" in paths.log.read_text(errors="replace"):
-            raise _StreamLocalRefused()
+        if unix and "open failed" in _log_since(paths, mark):
+            word, _, _ = run_remote(shell, target, paths, remote.status_script(rundir))
+            if word == "running":
+                raise _StreamLocalRefused()
         now = time.monotonic()
         if now >= next_liveness or now >= deadline:
             word, _, _ = run_remote(shell, target, paths, remote.status_script(rundir))

@@ -85,6 +85,8 @@ class Sandbox:
         self.sshd_config.write_text(
             "\n".join(
                 [
+                    # First: sshd keeps the first value it reads for a keyword.
+                    extra_sshd,
                     f"Port {port}",
                     "ListenAddress 127.0.0.1",
                     f"HostKey {self.dir / 'host_ed25519'}",
@@ -103,7 +105,6 @@ class Sandbox:
                     "X11Forwarding no",
                     "PrintMotd no",
                     "LogLevel VERBOSE",
-                    extra_sshd,
                 ]
             )
             + "\n"

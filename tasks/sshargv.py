@@ -139,7 +139,7 @@ def resolve_argv(target: Target, control_dir: str) -> list[str]:
     ]
 
 
-def master_argv(target: Target, socket: str, keepalive: int) -> list[str]:
+def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[str]:
     """The ControlMaster that carries the forward and every remote step.
 
     It opens with no forward: the forward is added with ``-O forward`` once
@@ -151,6 +151,10 @@ def master_argv(target: Target, socket: str, keepalive: int) -> list[str]:
         "-M",
         "-S",
         socket,
+        # After -f, ssh points stderr at /dev/null: -E keeps its messages
+        # (failed channel opens included) in a file we can read.
+        "-E",
+        log,
         "-f",
         "-N",
         "-T",

@@ -225,3 +225,62 @@ def http_json(url: str) -> dict:
 def tensorboards(rig: Rig) -> list[int]:
     """Pids of TensorBoard processes serving this test's logdir."""
     return [pid for pid, cmd in ours(str(rig.logdir)) if "launch.py" in cmd and "--logdir" in cmd]
+
+
+@pytest.fixture(scope="session")
+def strict_sandbox(base, nothing_left_behind) -> Sandbox:
+    """An sshd that refuses Unix-socket forwarding, as some clusters do."""
+    box = Sandbox(base / "sshd-strict", alias="strict").create(extra_sshd="AllowStreamLocalForwarding no").start()
+    yield box
+    box.stop()
+
+
+def listening_tcp_inodes() -> set[str]:
+    """Inodes of TCP sockets listening in this (the host's) network namespace."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -8,7 +8,7 @@ from tensorboard_remote.sshargv import Target
 
 
 def test_the_master_opens_with_no_forward_and_strict_options():
-    argv = sshargv.master_argv(Target("hostA"), "/cm/tb-abc", 15)
+    argv = sshargv.master_argv(Target("hostA"), "/cm/tb-abc", 15, "/cm/tb-abc.log")
     assert argv[0] == "ssh" and "-L" not in argv
     options = [argv[i + 1] for i, word in enumerate(argv) if word == "-o"]
     assert "ExitOnForwardFailure=yes" in options
@@ -18,6 +18,7 @@ def test_the_master_opens_with_no_forward_and_strict_options():
     assert any(o.startswith("ConnectTimeout=") for o in options)
     assert {"-M", "-f", "-N"} <= set(argv)
     assert argv[argv.index("-S") + 1] == "/cm/tb-abc"
+    assert argv[argv.index("-E") + 1] == "/cm/tb-abc.log"
 
 
 def test_forwards_bind_loopback_here_and_reach_a_socket_or_loopback_there():
@@ -34,7 +35,7 @@ def test_forwards_bind_loopback_here_and_reach_a_socket_or_loopback_there():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda t: sshargv.master_argv(t, "/s", 15),
+        lambda t: sshargv.master_argv(t, "/s", 15, "/s.log"),
         lambda t: sshargv.forward_argv(t, "/s", "127.0.0.1:1:/x"),
         lambda t: sshargv.control_argv(t, "/s", "check"),
         lambda t: sshargv.control_argv(t, "/s", "exit"),
