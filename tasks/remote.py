@@ -267,13 +267,60 @@ echo "tbr started $p"
     )
 
 
-def stop_script(rundir: str, grace: float = 3.0) -> str:
+# Kills through a pidfd: once the pidfd is open it names this exact process,
+# so re-checking identity and then signalling through it leaves no window for
+# the pid to be reused. Exit 0 stopped, 2 not ours/gone, 3 no pidfd support,
+# 4 would not die.
+_PIDFD_KILL = r"""
+import os, select, signal, sys
+pid, start, uid, boot, grace = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+if not hasattr(os, "pidfd_open"):
+    sys.exit(3)
+try:
+    fd = os.pidfd_open(pid)
+except OSError as error:
+    sys.exit(2 if error.errno == 3 else 3)
+def ours():
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            same_boot = handle.read().strip() == boot
+        return same_boot and fields[0] not in ("Z", "X") and fields[19] == start and str(os.stat("/proc/%d" % pid).st_uid) == uid
+    except OSError:
+        return False
+if not ours():
+    sys.exit(2)
+def ended(seconds):
+    # A pidfd turns readable when its process exits (a zombie has exited).
+    return bool(select.select([fd], [], [], seconds)[0])
+signal.pidfd_send_signal(fd, signal.SIGTERM)
+if ended(grace):
+    sys.exit(0)
+signal.pidfd_send_signal(fd, signal.SIGKILL)
+sys.exit(0 if ended(grace) else 4)
+"""
+
+
+def stop_script(rundir: str, grace: float = 3.0, *, pidfd: bool = True) -> str:
     """Stop our TensorBoard (identity re-checked) and remove the run dir.
 
     Prints ``tbr stopped PID``, ``tbr gone PID`` (recorded but not ours or
-    not alive any more: never signalled), ``tbr none`` or ``tbr error ...``.
+    not alive any more: never signalled), ``tbr none`` or ``tbr error ...``,
+    after ``tbr-info via pidfd|kill``. Signals go through a pidfd where the
+    remote has python3 on Linux >= 5.3; else ``kill`` right after the check.
     """
     ticks = max(1, int(grace * 100))
+    pidfd_part = ""
+    if pidfd:
+        pidfd_part = (
+            "  if command -v python3 >/dev/null 2>&1; then\n"
+            f'    python3 - "$p" "$st" "$u" "$b" {grace:g} <<\'TBR_KILL_EOF\'\n'
+            f"{_PIDFD_KILL.strip()}\n"
+            "TBR_KILL_EOF\n"
+            "    rc=$?\n"
+            "  fi\n"
+        )
     return _script(
         rundir,
         f"""
@@ -281,15 +328,23 @@ load
 if [ -z "$p" ]; then
   echo "tbr none"
 elif ours "$p" "$st" "$u" "$b"; then
-  kill -TERM "$p" 2>/dev/null
-  i=0
-  while ours "$p" "$st" "$u" "$b"; do
-    i=$((i+1))
-    [ "$i" -eq {ticks} ] && kill -KILL "$p" 2>/dev/null
-    [ "$i" -gt {2 * ticks} ] && {{ echo "tbr error unkillable $p"; exit 0; }}
-    sleep 0.01
-  done
-  echo "tbr stopped $p"
+  rc=3
+{pidfd_part}  case $rc in
+    0) echo "tbr-info via pidfd"; echo "tbr stopped $p" ;;
+    2) echo "tbr gone $p" ;;
+    4) echo "tbr error unkillable $p"; exit 0 ;;
+    *)
+      echo "tbr-info via kill"
+      kill -TERM "$p" 2>/dev/null
+      i=0
+      while ours "$p" "$st" "$u" "$b"; do
+        i=$((i+1))
+        [ "$i" -eq {ticks} ] && kill -KILL "$p" 2>/dev/null
+        [ "$i" -gt {2 * ticks} ] && {{ echo "tbr error unkillable $p"; exit 0; }}
+        sleep 0.01
+      done
+      echo "tbr stopped $p" ;;
+  esac
 else
   echo "tbr gone $p"
 fi

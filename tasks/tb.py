@@ -140,6 +140,10 @@ def start(
         lifecycle.start(shell, target, config, _say)
     except TbError as error:
         raise _edge(error) from None
+    except KeyboardInterrupt:
+        # Whatever was started is recorded: the next tb.start or tb.exit
+        # picks up from here.
+        raise Exit("tensorboard-remote: interrupted; run tb.start to finish or tb.exit to clean up", 130) from None
 
 
 def _targets(c: Any, host: Optional[str], config: Any, ssh_config: Optional[str]) -> Iterator[tuple[Target, Optional[state.Paths]]]:

@@ -172,3 +172,31 @@ def test_python_dash_m_tensorboard_names_its_python_directly():
     probe = f"set -- /opt/py/bin/python -m tensorboard.main --samples_per_plugin x=1\n{remote._FIND_PYTHON}\necho \"$py | $*\"\n"
     out = subprocess.run(["sh", "-s"], input=probe, capture_output=True, text=True).stdout.strip()
     assert out == "/opt/py/bin/python | --samples_per_plugin x=1"
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "kill"])
+def test_stop_signals_only_a_verified_process_through_a_pidfd_or_kill(tmp_path, pidfd):
+    ours_ = subprocess.Popen(["sleep", "60"])
+    try:
+        write_pidfile(tmp_path / SID, ours_.pid, starttime(ours_.pid))
+        out = subprocess.run(
+            ["sh", "-s"], input=remote.stop_script(remote.run_dir(str(tmp_path), SID), pidfd=pidfd),
+            capture_output=True, text=True, timeout=30,
+        ).stdout
+        assert remote.parse_reply(out) == ("stopped", str(ours_.pid))
+        assert remote.parse_info(out)["via"] == ("pidfd" if pidfd else "kill")
+        assert ours_.wait(timeout=5) == -15
+    finally:
+        ours_.kill()
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path):
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
+    try:
+        time.sleep(0.2)
+        write_pidfile(tmp_path / SID, stubborn.pid, starttime(stubborn.pid))
+        reply = sh(remote.stop_script(remote.run_dir(str(tmp_path), SID), grace=0.3))
+        assert reply == ("stopped", str(stubborn.pid))
+        assert stubborn.wait(timeout=5) == -9
+    finally:
+        stubborn.kill()
