@@ -131,15 +131,13 @@ def resolve(config: Any, key: str, flag: Any = None) -> Any:
     return value
 
 
-def port(value: Any, name: str) -> int:
-    """Validate a TCP port (1..65535), accepting ints and digit strings."""
+def port(value: Any, name: str, *, allow_zero: bool = False) -> int:
+    """Validate a TCP port (1..65535, or 0 for "any free one" where allowed)."""
+    lowest = 0 if allow_zero else 1
     text = str(value).strip()
-    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text):
-        raise TbError(f"{name} must be an integer from 1 to 65535, got {value!r}")
-    number = int(text)
-    if not 1 <= number <= 65535:
-        raise TbError(f"{name} must be an integer from 1 to 65535, got {value!r}")
-    return number
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text) or not lowest <= int(text) <= 65535:
+        raise TbError(f"{name} must be an integer from {lowest} to 65535, got {value!r}")
+    return int(text)
 
 
 def seconds(value: Any, name: str) -> float:
@@ -203,7 +201,7 @@ def settings(config: Any, **flags: Any) -> Settings:
     )
     return Settings(
         logdir=text(get("logdir"), "logdir"),
-        remote_port=port(get("remote_port"), "remote_port"),
+        remote_port=port(get("remote_port"), "remote_port", allow_zero=True),
         local_port=port(get("local_port"), "local_port"),
         control_dir=text(get("control_dir"), "control_dir"),
         ssh_config=text(ssh_config, "ssh_config") if ssh_config else None,

@@ -54,7 +54,7 @@ def test_a_hostile_logdir_reaches_tensorboard_literally_and_runs_nothing(rig, tm
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--remote-port", "70000", "--serve", "tcp"], "remote_port must be an integer from 1 to 65535, got '70000'"),
+        (["--remote-port", "70000", "--serve", "tcp"], "remote_port must be an integer from 0 to 65535, got '70000'"),
         (["--local-port", "http"], "local_port must be an integer from 1 to 65535, got 'http'"),
         (["--serve", "udp"], "serve must be one of unix, tcp, got 'udp'"),
         (["--start-timeout", "-1"], "start_timeout must be a positive number of seconds"),
@@ -63,6 +63,14 @@ def test_a_hostile_logdir_reaches_tensorboard_literally_and_runs_nothing(rig, tm
 def test_bad_settings_are_one_line_errors_and_start_nothing(rig, flags, message):
     assert message in one_line_error(rig.fab("tb.start", *flags))
     assert rig.states() == []
+
+
+def test_remote_port_zero_lets_tensorboard_take_any_free_port(rig):
+    result = rig.fab("tb.start", env=rig.env(FABRIC_TB_SERVE="tcp", FABRIC_TB_REMOTE_PORT="0"))
+    assert result.returncode == 0, result.stderr
+    kind, port = rig.only_state()["endpoint"].split()
+    assert kind == "tcp" and int(port) > 0
+    assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
 
 
 def test_the_default_local_port_moves_to_the_next_free_one_when_taken(rig):
