@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 from . import remote, sshargv, state
 from .settings import Settings, TbError
 from .sshargv import Target
+from .progress import Reporter
 from .state import Paths
 
 Say = Callable[[str], None]
@@ -338,8 +339,9 @@ def _requested(settings: Settings) -> dict:
     return wanted
 
 
-def start(shell: Shell, target: Target, settings: Settings, say: Say) -> dict:
+def start(shell: Shell, target: Target, settings: Settings, report: Reporter) -> dict:
     """Open (or reuse) the master, start (or reuse) TensorBoard, wait for the page."""
+    say = report.say
     paths = locate(shell, target, settings.control_dir)
     label = target.label
     with state.locked(paths):
@@ -361,6 +363,7 @@ def start(shell: Shell, target: Target, settings: Settings, say: Say) -> dict:
         keep_forward = not opened and data is not None and data.get("forward")
         local_port = data["local_port"] if keep_forward else pick_local_port(settings, label, say)
         if opened:
+            report.phase(f"{label}: connecting")
             master_pid = open_master(shell, target, paths, settings)
 
         if data is None:
@@ -382,8 +385,9 @@ def start(shell: Shell, target: Target, settings: Settings, say: Say) -> dict:
             master_pid=master_pid,
         )
         state.save(paths, data)
-        url = _launch(shell, target, paths, data, settings, say, opened)
-        say(f"{label}: TensorBoard ready at {url}")
+        url = _launch(shell, target, paths, data, settings, report, opened)
+        report.result(url, f"{label}: TensorBoard ready at {url}")
+        data["url"] = url
         return data
 
 
@@ -412,10 +416,11 @@ def _launch(
     paths: Paths,
     data: dict,
     settings: Settings,
-    say: Say,
+    report: Reporter,
     opened: bool,
 ) -> str:
     """Start or reuse TensorBoard, forward to it, wait for the page; the URL."""
+    say = report.say
     label = target.label
     rundir = remote.run_dir(data["remote_dir"], data["sid"])
     serve = data["serve"]
@@ -433,6 +438,7 @@ def _launch(
         data_server=data_server,
         token=data.get("token"),
     )
+    report.phase(f"{label}: starting TensorBoard")
     word, detail, _ = run_remote(shell, target, paths, script, timeout=shell.quick + 10)
     if word == "error":
         _discard(shell, target, paths, rundir)
@@ -441,6 +447,7 @@ def _launch(
     data["remote_pid"] = remote_pid
     state.save(paths, data)
 
+    report.phase(f"{label}: waiting for TensorBoard (pid {remote_pid}) to listen")
     deadline = time.monotonic() + settings.start_timeout
     endpoint, isolation = _wait_endpoint(shell, target, paths, rundir, settings, deadline, remote_pid)
     how = f"{'Unix socket' if endpoint.startswith('unix') else 'TCP 127.0.0.1'}, {_ISOLATION.get(isolation, isolation)}"
@@ -459,6 +466,7 @@ def _launch(
     local_port = data["local_port"]
     spec = sshargv.forward_spec(local_port, endpoint)
     if spec != old:
+        report.phase(f"{label}: opening the tunnel")
         if old:
             cancel_forward(shell, target, paths, old)
         try:
@@ -467,10 +475,12 @@ def _launch(
             if not reused:
                 _discard(shell, target, paths, rundir)
             raise
+        say(f"{label}: forwarding 127.0.0.1:{local_port} here to {_where(endpoint)} there")
     data.update(forward=spec, local_port=local_port, endpoint=endpoint, isolation=isolation)
     state.save(paths, data)
 
     url = url_for(data)
+    report.phase(f"{label}: waiting for the page")
     try:
         _wait_page(shell, target, paths, rundir, url, settings, deadline, remote_pid, endpoint)
     except _StreamLocalRefused:
@@ -485,8 +495,13 @@ def _launch(
         cancel_forward(shell, target, paths, spec)
         data.update(serve="tcp", fallback=True, forward=None, endpoint=None)
         state.save(paths, data)
-        return _launch(shell, target, paths, data, settings, say, opened)
+        return _launch(shell, target, paths, data, settings, report, opened)
     return url
+
+
+def _where(endpoint: str) -> str:
+    kind, _, where = endpoint.partition(" ")
+    return f"socket {where}" if kind == "unix" else f"127.0.0.1:{where}"
 
 
 class _StreamLocalRefused(Exception):

@@ -64,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
     # "netns" requires the namespace; "off" uses --load_fast=false (slower on
     # large logdirs); "shared" leaves it as TensorBoard does.
     "data_server": "auto",
+    # "yes": tb.start opens the URL in your browser (webbrowser; BROWSER is
+    # honoured), never on a machine without a display.
+    "open": "no",
     # Seconds to wait for TensorBoard to answer through the tunnel.
     "start_timeout": _EnvNumber(60),
     # Seconds for any ssh step that should be quick (through the master).

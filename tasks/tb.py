@@ -22,7 +22,9 @@ from typing import Any, Iterator, Optional
 from invoke import Collection, Exit, task
 
 from . import lifecycle, state
-from .settings import DEFAULTS, TbError, resolve, settings
+from .browse import browse
+from .progress import Reporter
+from .settings import DEFAULTS, TbError, resolve, settings, yes_no
 from .sshargv import Target, parse_host
 
 _COMMON_HELP = {
@@ -44,11 +46,17 @@ _START_HELP = {
     "serve": "unix (default: a private Unix socket, no TCP port on the remote) or tcp (the seed's way).",
     "url-token": "yes (default): a secret URL prefix guards the local port; no: plain URL.",
     "data-server": "auto (default), netns, off or shared: how TensorBoard's fast-loader data server is kept private.",
+    "quiet": "Print only the URL (for scripts).",
+    "open": "Open the URL in your browser when ready (config: tb.open).",
 }
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _ssh_config(c: Any, flag: Optional[str]) -> Optional[str]:
@@ -116,6 +124,8 @@ def start(
     url_token=None,
     data_server=None,
     verbose=False,
+    quiet=False,
+    open=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     try:
@@ -137,7 +147,13 @@ def start(
         if target is None:
             raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
         shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
-        lifecycle.start(shell, target, config, _say)
+        report = Reporter(quiet=quiet)
+        try:
+            data = lifecycle.start(shell, target, config, report)
+        finally:
+            report.close()
+        if yes_no(resolve(c.config, "open", open), "open"):
+            browse(data["url"], _say if not quiet else _warn)
     except TbError as error:
         raise _edge(error) from None
     except KeyboardInterrupt:
