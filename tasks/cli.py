@@ -14,20 +14,22 @@ from invoke import Collection, Program
 
 from . import __version__, tb
 
-ACTIONS = ("start", "check", "exit")
+ACTIONS = ("start", "check", "exit", "logs", "open")
 
 HELP = """tensorboard-remote: watch TensorBoard on a remote host from your browser.
 
   start   open an ssh tunnel, start TensorBoard there, print the local URL
   check   say whether tunnel, TensorBoard and page are healthy (exit 1 if not)
   exit    close the tunnel and stop the TensorBoard that start started
+  logs    show the remote TensorBoard log (--follow to keep watching)
+  open    open the running TensorBoard in your browser
   demo    try it on a throwaway sshd on 127.0.0.1 (demo --stop ends it)
 
 Options of an action: tensorboard-remote HOST ACTION --help
 """
 
 USAGE = (
-    "usage: tensorboard-remote HOST {start,check,exit} [options]\n"
+    "usage: tensorboard-remote HOST {start,check,exit,logs,open} [options]\n"
     "       tensorboard-remote demo [--stop]\n"
     "       tensorboard-remote --help | HOST ACTION --help"
 )
@@ -60,7 +62,7 @@ def translate(argv: list[str]) -> list[str]:
     host, action, rest = args[0], args[1], args[2:]
     if action not in ACTIONS:
         sys.stderr.write(
-            f"tensorboard-remote: unknown action {action!r} (expected start, check or exit)\n{USAGE}\n"
+            f"tensorboard-remote: unknown action {action!r} (expected {', '.join(ACTIONS)})\n{USAGE}\n"
         )
         raise SystemExit(2)
     return [binary, action, "--host", host, *rest]

@@ -179,6 +179,26 @@ def remote_log(shell: Shell, target: Target, paths: Paths, rundir: str) -> str:
     return outcome.stdout.rstrip()
 
 
+def stream_remote(shell: Shell, target: Target, paths: Optional[Paths], script: str, *, follow: bool) -> int:
+    """Run a remote script with its output going straight to ours.
+
+    Without ``follow`` it has the quick timeout; with it, it runs until the
+    user presses Ctrl-C (the ssh client then ends the remote tail).
+    """
+    argv = sshargv.remote_argv(target, str(paths.socket) if paths else None)
+    if shell.verbose:
+        print(f"+ {shlex.join(argv)}", file=sys.stderr, flush=True)
+    try:
+        completed = subprocess.run(
+            argv, input=script, text=True, timeout=None if follow else shell.quick + 10
+        )
+    except subprocess.TimeoutExpired:
+        raise TbError(f"ssh to {target.label} did not finish within {shell.quick + 10:g}s") from None
+    except KeyboardInterrupt:
+        return 130
+    return completed.returncode
+
+
 def probe(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     """Does TensorBoard answer ``GET <url>data/logdir``?"""
     try:

@@ -353,8 +353,10 @@ rm -rf "$d"
     )
 
 
-def log_script(rundir: str, lines: int = 20) -> str:
-    """The tail of TensorBoard's log on the remote."""
+def log_script(rundir: str, lines: int = 20, *, follow: bool = False) -> str:
+    """The tail of TensorBoard's log on the remote (``follow``: and onwards)."""
+    if follow:
+        return _script(rundir, f'exec tail -n {int(lines)} -f "$d/log"')
     return _script(rundir, f'tail -n {int(lines)} "$d/log" 2>/dev/null || true')
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional
 
 from invoke import Collection, Exit, task
 
-from . import lifecycle, state
+from . import lifecycle, remote, state
 from .browse import browse
 from .progress import Reporter
 from .settings import DEFAULTS, TbError, resolve, settings, yes_no
@@ -107,7 +107,7 @@ def _edge(error: TbError) -> Exit:
     return Exit(f"tensorboard-remote: {error}", 1)
 
 
-@task(help=_START_HELP, auto_shortflags=False)
+@task(help=_START_HELP, auto_shortflags=False, optional=["open"])
 def start(
     c,
     host=None,
@@ -209,5 +209,64 @@ def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False):
         raise _edge(error) from None
 
 
-ns = Collection("tb", start, check, exit_)
+def _one_session(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config: Optional[str]):
+    """The session for ``host``, or the only one recorded here."""
+    config = settings(c.config, control_dir=control_dir)
+    shell = lifecycle.Shell(c, quick=config.command_timeout)
+    found = []
+    for target, paths in _targets(c, host, config, ssh_config):
+        paths = paths or lifecycle.locate(shell, target, config.control_dir)
+        data = state.load(paths)
+        if not data:
+            raise TbError(f"{target.label}: no tunnel (start one with tb.start)")
+        found.append((target, paths, data))
+    if not found:
+        raise TbError("no tunnel of ours is open on this machine: start one with tb.start")
+    if len(found) > 1:
+        names = ", ".join(target.label for target, _, _ in found)
+        raise TbError(f"several tunnels are open ({names}): say which with --host")
+    return shell, found[0]
+
+
+_LOGS_HELP = {
+    **{k: v for k, v in _COMMON_HELP.items() if k != "verbose"},
+    "lines": "How many lines of the remote TensorBoard log to show (default 40).",
+    "follow": "Keep printing new lines until Ctrl-C.",
+}
+
+
+@task(help=_LOGS_HELP, auto_shortflags=False)
+def logs(c, host=None, control_dir=None, ssh_config=None, lines=40, follow=False):
+    """Show the tail of the remote TensorBoard log (--follow to keep watching)."""
+    try:
+        shell, (target, paths, data) = _one_session(c, host, control_dir, ssh_config)
+        rundir = remote.run_dir(data["remote_dir"], data["sid"])
+        via = paths if lifecycle.master_state(shell, target, paths)[0] == "up" else None
+        script = remote.log_script(rundir, int(lines), follow=bool(follow))
+        code = lifecycle.stream_remote(shell, target, via, script, follow=bool(follow))
+        if code not in (0, 130):
+            raise TbError(f"could not read the log on {target.label} (ssh exit status {code})")
+    except TbError as error:
+        raise _edge(error) from None
+    except KeyboardInterrupt:
+        pass
+
+
+_OPEN_HELP = {k: v for k, v in _COMMON_HELP.items() if k != "verbose"}
+
+
+@task(name="open", help=_OPEN_HELP, auto_shortflags=False)
+def open_(c, host=None, control_dir=None, ssh_config=None):
+    """Open the running TensorBoard in your browser."""
+    try:
+        _, (_, _, data) = _one_session(c, host, control_dir, ssh_config)
+        if not data.get("local_port"):
+            raise TbError("the tunnel is not complete yet: run tb.start")
+        if not browse(lifecycle.url_for(data), _say):
+            raise Exit(code=1)
+    except TbError as error:
+        raise _edge(error) from None
+
+
+ns = Collection("tb", start, check, exit_, logs, open_)
 ns.configure({"tb": dict(DEFAULTS)})

@@ -58,8 +58,11 @@ def test_a_composed_fabfile_gets_tb_tasks_and_its_own_config_wins(rig, tmp_path)
     train = rig.fab("train", cwd=project, env=env)
     assert train.returncode == 0 and "training on 127.0.0.1" in train.stdout
 
-    start = rig.fab("tb.start", cwd=project, env=env)
+    start = rig.fab("train", "--watch", cwd=project, env=env)
     assert start.returncode == 0, start.stdout + start.stderr
+    assert "TensorBoard ready at" in start.stdout
+    again = rig.fab("tb.start", cwd=project, env=env)
+    assert "reusing the tunnel" in again.stdout
     assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
     check = rig.fab("tb.check", cwd=project, env=env)
     assert check.returncode == 0 and f"logdir={rig.logdir}" in check.stdout

@@ -10,10 +10,12 @@ from invoke import Collection, task
 from tensorboard_remote import tb
 
 
-@task(help={"epochs": "How many epochs to train."})
-def train(c, epochs=1):
+@task(help={"epochs": "How many epochs to train.", "watch": "Start TensorBoard afterwards."})
+def train(c, epochs=1, watch=False):
     """Pretend to launch training (a real one would c.run a job script)."""
     print(f"training on {getattr(c, 'host', 'localhost')} for {epochs} epoch(s)")
+    if watch:
+        tb.start(c)
 
 
 ns = Collection(train, tb)
