@@ -85,3 +85,15 @@ def test_a_control_socket_path_too_long_for_the_os_is_refused(tmp_path, capsys):
         cli.main(["tensorboard-remote", "hostA", "check", "--control-dir", str(deep)])
     assert stopped.value.code == 1
     assert "too long for a Unix socket" in capsys.readouterr().err
+
+
+def test_loading_the_collection_imports_neither_fabric_paramiko_nor_rich():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tensorboard_remote, tensorboard_remote.cli\n"
+        "print(sorted(m for m in ('fabric', 'paramiko', 'rich', 'tensorboard') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
