@@ -23,6 +23,7 @@ HELP = """tensorboard-remote: watch TensorBoard on a remote host from your brows
   exit    close the tunnel and stop the TensorBoard that start started
   logs    show the remote TensorBoard log (--follow to keep watching)
   open    open the running TensorBoard in your browser
+  list    one row per tunnel: host, URL, pid, logdir, uptime, health
   demo    try it on a throwaway sshd on 127.0.0.1 (demo --stop ends it)
 
 Options of an action: tensorboard-remote HOST ACTION --help
@@ -30,6 +31,7 @@ Options of an action: tensorboard-remote HOST ACTION --help
 
 USAGE = (
     "usage: tensorboard-remote HOST {start,check,exit,logs,open} [options]\n"
+    "       tensorboard-remote list [--json]\n"
     "       tensorboard-remote demo [--stop]\n"
     "       tensorboard-remote --help | HOST ACTION --help"
 )
@@ -56,6 +58,8 @@ def translate(argv: list[str]) -> list[str]:
         raise SystemExit(0)
     if args and args[0] in ("-V", "--version", "-l", "--list"):
         return [binary, *args]
+    if args[:1] == ["list"]:
+        return [binary, "list", *args[1:]]
     if len(args) < 2:
         sys.stderr.write(f"tensorboard-remote: a host and an action are required\n{USAGE}\n")
         raise SystemExit(2)

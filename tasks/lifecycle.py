@@ -16,6 +16,7 @@ import shlex
 import socket as socketlib
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -227,20 +228,29 @@ def local_port_free(port: int) -> bool:
     return True
 
 
+# Ports this process has handed out: hosts started concurrently must not
+# pick the same one before either has bound it.
+_claimed: set[int] = set()
+_claim_lock = threading.Lock()
+
+
 def pick_local_port(settings: Settings, label: str, say: Say) -> int:
     """The configured port if free; if it was only our default, the next free one."""
     wanted = settings.local_port
-    if local_port_free(wanted):
-        return wanted
-    if settings.local_port_explicit:
-        raise TbError(
-            f"local port {wanted} is already in use on this machine by another program: "
-            f"choose another with --local-port"
-        )
-    for candidate in range(wanted + 1, min(wanted + 100, 65536)):
-        if local_port_free(candidate):
-            say(f"{label}: local port {wanted} is in use here; using {candidate}")
-            return candidate
+    with _claim_lock:
+        if wanted not in _claimed and local_port_free(wanted):
+            _claimed.add(wanted)
+            return wanted
+        if settings.local_port_explicit:
+            raise TbError(
+                f"local port {wanted} is already in use on this machine by another program: "
+                f"choose another with --local-port"
+            )
+        for candidate in range(wanted + 1, min(wanted + 100, 65536)):
+            if candidate not in _claimed and local_port_free(candidate):
+                _claimed.add(candidate)
+                say(f"{label}: local port {wanted} is in use here; using {candidate}")
+                return candidate
     raise TbError(f"no free local port in {wanted}..{wanted + 99}: choose one with --local-port")
 
 

@@ -14,13 +14,14 @@ from typing import Any, Optional, TextIO
 
 
 class Reporter:
-    def __init__(self, *, quiet: bool = False, stream: Optional[TextIO] = None) -> None:
+    def __init__(self, *, quiet: bool = False, plain: bool = False, stream: Optional[TextIO] = None) -> None:
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.began = time.monotonic()
         self._status: Any = None
         self._console: Any = None
-        if not quiet and self.stream.isatty():
+        # plain: several hosts at once share the terminal, so no spinner.
+        if not quiet and not plain and self.stream.isatty():
             try:
                 from rich.console import Console
             except ImportError:  # pragma: no cover - rich is a dependency

@@ -15,8 +15,12 @@ because every remote step rides one OpenSSH master.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import json as _json
 import os
 import sys
+import time
 from typing import Any, Iterator, Optional
 
 from invoke import Collection, Exit, task
@@ -47,6 +51,7 @@ _START_HELP = {
     "url-token": "yes (default): a secret URL prefix guards the local port; no: plain URL.",
     "data-server": "auto (default), netns, off or shared: how TensorBoard's fast-loader data server is kept private.",
     "quiet": "Print only the URL (for scripts).",
+    "hosts": "Start several hosts at once, comma-separated (each gets its own local port).",
     "open": "Open the URL in your browser when ready (config: tb.open).",
 }
 
@@ -126,6 +131,7 @@ def start(
     verbose=False,
     quiet=False,
     open=None,
+    hosts=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     try:
@@ -143,23 +149,51 @@ def start(
             url_token=url_token,
             data_server=data_server,
         )
-        target = _target(c, host, _ssh_config(c, ssh_config), config.connect_timeout)
-        if target is None:
-            raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
+        ssh_config_path = _ssh_config(c, ssh_config)
         shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
-        report = Reporter(quiet=quiet)
-        try:
-            data = lifecycle.start(shell, target, config, report)
-        finally:
-            report.close()
+        if hosts:
+            urls = _start_many(c, hosts, ssh_config_path, config, shell, quiet)
+        else:
+            target = _target(c, host, ssh_config_path, config.connect_timeout)
+            if target is None:
+                raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
+            report = Reporter(quiet=quiet)
+            try:
+                urls = [lifecycle.start(shell, target, config, report)["url"]]
+            finally:
+                report.close()
         if yes_no(resolve(c.config, "open", open), "open"):
-            browse(data["url"], _say if not quiet else _warn)
+            for url in urls:
+                browse(url, _say if not quiet else _warn)
     except TbError as error:
         raise _edge(error) from None
     except KeyboardInterrupt:
         # Whatever was started is recorded: the next tb.start or tb.exit
         # picks up from here.
         raise Exit("tensorboard-remote: interrupted; run tb.start to finish or tb.exit to clean up", 130) from None
+
+
+def _start_many(c: Any, hosts: str, ssh_config: Optional[str], config: Any, shell: Any, quiet: bool) -> list[str]:
+    """Start several hosts at once: one thread, master and local port each."""
+    names = [name.strip() for name in str(hosts).split(",") if name.strip()]
+    if not names:
+        raise TbError("--hosts needs a comma-separated list of hosts")
+    targets = [_target(c, name, ssh_config, config.connect_timeout) for name in names]
+    # Each host takes the first free port from the configured one upwards.
+    config = dataclasses.replace(config, local_port_explicit=False)
+    report = Reporter(quiet=quiet, plain=True)
+    failures: list[str] = []
+    urls: list[str] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
+        futures = {pool.submit(lifecycle.start, shell, target, config, report): target for target in targets}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                urls.append(future.result()["url"])
+            except TbError as error:
+                failures.append(f"{futures[future].label}: {error}")
+    if failures:
+        raise TbError(f"{len(failures)} of {len(targets)} hosts failed:\n" + "\n".join(failures))
+    return urls
 
 
 def _targets(c: Any, host: Optional[str], config: Any, ssh_config: Optional[str]) -> Iterator[tuple[Target, Optional[state.Paths]]]:
@@ -268,5 +302,71 @@ def open_(c, host=None, control_dir=None, ssh_config=None):
         raise _edge(error) from None
 
 
-ns = Collection("tb", start, check, exit_, logs, open_)
+_LIST_HELP = {
+    "control-dir": _COMMON_HELP["control-dir"],
+    "json": "Print JSON (one object per tunnel) instead of a table.",
+}
+
+
+def _uptime(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"
+
+
+@task(name="list", help=_LIST_HELP, auto_shortflags=False)
+def list_(c, control_dir=None, json=False):
+    """One row per tunnel of ours: host, URL, remote pid, logdir, uptime, health."""
+    try:
+        config = settings(c.config, control_dir=control_dir)
+        shell = lifecycle.Shell(c, quick=config.command_timeout)
+        found = state.all_states(state.control_dir(config.control_dir))
+
+        def row(item):
+            paths, data = item
+            target = Target.from_dict(data["target"], batch=True)
+            health = lifecycle.check(shell, target, paths)
+            return {
+                "host": target.label,
+                "url": lifecycle.url_for(data) if data.get("local_port") else None,
+                "remote_pid": data.get("remote_pid"),
+                "logdir": data.get("logdir"),
+                "uptime_seconds": round(time.time() - data.get("started_at", time.time())),
+                "healthy": health.ok,
+                "status": health.line.split(": ", 1)[-1],
+            }
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(found), 16))) as pool:
+            rows = list(pool.map(row, found))
+    except TbError as error:
+        raise _edge(error) from None
+    if json:
+        print(_json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no tunnels of ours are open on this machine")
+        return
+    table = [("HOST", "URL", "PID", "LOGDIR", "UPTIME", "HEALTH")] + [
+        (
+            r["host"],
+            r["url"] or "-",
+            str(r["remote_pid"] or "-"),
+            r["logdir"] or "-",
+            _uptime(r["uptime_seconds"]),
+            "ok" if r["healthy"] else r["status"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[5])
+
+
+ns = Collection("tb", start, check, exit_, logs, open_, list_)
 ns.configure({"tb": dict(DEFAULTS)})

@@ -284,3 +284,12 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.fixture(scope="session")
+def more_sandboxes(base, nothing_left_behind) -> list[Sandbox]:
+    """Two more hosts, for several-host tests."""
+    boxes = [Sandbox(base / f"sshd-{name}", alias=name).create().start() for name in ("host2", "host3")]
+    yield boxes
+    for box in boxes:
+        box.stop()
