@@ -12,10 +12,10 @@ import tensorboard_remote
 from tensorboard_remote import cli, tb
 
 
-def test_the_collection_is_named_tb_with_its_five_tasks():
+def test_the_collection_is_named_tb_with_its_six_tasks():
     coll = Collection.from_module(tb)
     assert coll.name == "tb"
-    assert sorted(coll.task_names) == ["check", "exit", "logs", "open", "start"]
+    assert sorted(coll.task_names) == ["check", "exit", "list", "logs", "open", "start"]
     assert set(coll.configuration()["tb"]) >= {
         "host", "logdir", "remote_port", "local_port", "control_dir",
         "ssh_config", "tensorboard_cmd", "activate",
@@ -23,11 +23,11 @@ def test_the_collection_is_named_tb_with_its_five_tasks():
 
 
 def test_the_repo_namespace_nests_the_collection_under_tb():
-    assert sorted(tensorboard_remote.ns.task_names) == ["tb.check", "tb.exit", "tb.logs", "tb.open", "tb.start"]
+    assert sorted(tensorboard_remote.ns.task_names) == ["tb.check", "tb.exit", "tb.list", "tb.logs", "tb.open", "tb.start"]
 
 
 def test_every_flag_has_help():
-    for name in ("start", "check", "exit", "logs", "open"):
+    for name in ("start", "check", "exit", "logs", "open", "list"):
         task = Collection.from_module(tb)[name]
         params = list(inspect.signature(task.body).parameters)[1:]
         helped = {k.replace("-", "_") for k in task.help}
