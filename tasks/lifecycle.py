@@ -467,19 +467,32 @@ def _launch(
         port=port if serve == "tcp" else 0,
         data_server=data_server,
         token=data.get("token"),
+        wait=settings.start_timeout,
     )
     report.phase(f"{label}: starting TensorBoard")
-    word, detail, _ = run_remote(shell, target, paths, script, timeout=shell.quick + 10)
+    deadline = time.monotonic() + settings.start_timeout
+    # One round trip: the script starts TensorBoard and waits, on the
+    # remote, until it listens (each remote command pays the login shell's
+    # start-up, e.g. a conda or pyenv init in ~/.bashrc).
+    word, detail, info = run_remote(
+        shell, target, paths, script, timeout=settings.start_timeout + shell.quick + 10
+    )
     if word == "error":
         _discard(shell, target, paths, rundir)
         raise TbError(_start_error(detail, label, settings))
     remote_pid = int(detail)
+    if word == "died":
+        log = remote_log(shell, target, paths, rundir)
+        message = _died_message(log, label, settings)
+        _discard(shell, target, paths, rundir)
+        raise TbError(message)
     data["remote_pid"] = remote_pid
     state.save(paths, data)
 
-    report.phase(f"{label}: waiting for TensorBoard (pid {remote_pid}) to listen")
-    deadline = time.monotonic() + settings.start_timeout
-    endpoint, isolation = _wait_endpoint(shell, target, paths, rundir, settings, deadline, remote_pid)
+    if info.get("endpoint"):
+        endpoint, isolation = info["endpoint"], info.get("isolation", "shared")
+    else:
+        endpoint, isolation = _wait_endpoint(shell, target, paths, rundir, settings, deadline, remote_pid)
     how = f"{'Unix socket' if endpoint.startswith('unix') else 'TCP 127.0.0.1'}, {_ISOLATION.get(isolation, isolation)}"
     reused = word == "running"
     master_pid = data["master_pid"]
@@ -713,6 +726,16 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
         return Health(False, f"{label}: stale control socket (the ssh master died); TensorBoard pid {remote_pid} not checked; tb.start reopens the tunnel")
     if status == "none":
         return Health(False, f"{label}: no tunnel (the ssh master is gone); TensorBoard pid {remote_pid} not checked; tb.start reopens the tunnel")
+    url = url_for(data) if data.get("local_port") else None
+    # A page that answers through our forward is our TensorBoard when only we
+    # could serve it: on a socket in our 0700 run directory, or behind our
+    # secret URL token. Then no remote command is needed (each one pays the
+    # remote login shell's start-up); otherwise, or to explain a failure,
+    # ask the remote.
+    if url and (data.get("token") or str(data.get("endpoint", "")).startswith("unix ")):
+        ok, why = probe(url)
+        if ok:
+            return _healthy(label, url, master_pid, remote_pid, data)
     rundir = remote.run_dir(data["remote_dir"], data["sid"])
     try:
         word, detail, _ = run_remote(shell, target, paths, remote.status_script(rundir))
@@ -720,15 +743,18 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
         return Health(False, f"{label}: tunnel up but the remote did not answer: {error}")
     if word != "running":
         return Health(False, f"{label}: TensorBoard is not running on {label} (pid {remote_pid} is gone); tb.start restarts it")
-    if not data.get("local_port"):
+    if not url:
         return Health(False, f"{label}: TensorBoard pid {detail} is running but no forward was set up; tb.start completes it")
-    url = url_for(data)
     ok, why = probe(url)
     if not ok:
         return Health(False, f"{label}: TensorBoard pid {detail} is running but {url} is not answering ({why})")
+    return _healthy(label, url, master_pid, int(detail), data)
+
+
+def _healthy(label: str, url: str, master_pid: Optional[int], remote_pid: Optional[int], data: dict) -> Health:
     return Health(
         True,
-        f"{label}: ok {url} ssh-master={master_pid} tensorboard={detail} logdir={data['logdir']}",
+        f"{label}: ok {url} ssh-master={master_pid} tensorboard={remote_pid} logdir={data['logdir']}",
     )
 
 

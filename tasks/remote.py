@@ -217,11 +217,14 @@ def start_script(
     port: int = 0,
     data_server: str = "auto",
     token: Optional[str] = None,
+    wait: float = 0.0,
 ) -> str:
-    """Start TensorBoard detached unless ours is already running.
+    """Start TensorBoard detached unless ours is already running, then wait
+    up to ``wait`` seconds for it to listen.
 
-    Prints ``tbr running PID`` (reused), ``tbr started PID``, or
-    ``tbr error <what> [detail]``. The URL token, if any, travels inside this
+    Prints ``tbr running PID`` (reused) or ``tbr started PID`` after
+    ``tbr-info endpoint ...`` once it listens; ``tbr died PID`` if it exited
+    first; or ``tbr error <what> [detail]``. The URL token, if any, travels inside this
     script (ssh's stdin) into a 0600 flagfile: never on a command line.
     """
     if token is not None and not _TOKEN.fullmatch(token):
@@ -244,7 +247,8 @@ def start_script(
     return _script(
         rundir,
         "load\n"
-        'if ours "$p" "$st" "$u" "$b"; then echo "tbr running $p"; exit 0; fi\n'
+        'if ours "$p" "$st" "$u" "$b"; then word=running; else\n'
+        "word=started\n"
         "umask 077\n"
         'mkdir -p "$d" && chmod 700 "$d" || { echo "tbr error rundir $d"; exit 0; }\n'
         'rm -f "$d/pid" "$d/pid.tmp" "$d/endpoint" "$d/isolation" "$d/tb.sock"\n'
@@ -262,7 +266,20 @@ while [ ! -s "$d/pid" ]; do
   sleep 0.01
 done
 load
-echo "tbr started $p"
+fi
+# Wait here, on the remote (no round trip per poll), until TensorBoard
+# listens or dies, for at most the given time.
+i=0
+while [ ! -s "$d/endpoint" ]; do
+  ours "$p" "$st" "$u" "$b" || { echo "tbr died $p"; exit 0; }
+  i=$((i+1)); [ "$i" -gt """
+        + str(max(0, int(wait / 0.02)))
+        + r""" ] && break
+  sleep 0.02
+done
+[ -r "$d/endpoint" ] && { read -r kind where < "$d/endpoint"; echo "tbr-info endpoint $kind $where"; }
+[ -r "$d/isolation" ] && { read -r iso < "$d/isolation"; echo "tbr-info isolation $iso"; }
+echo "tbr $word $p"
 """,
     )
 
@@ -314,8 +331,13 @@ def stop_script(rundir: str, grace: float = 3.0, *, pidfd: bool = True) -> str:
     pidfd_part = ""
     if pidfd:
         pidfd_part = (
-            "  if command -v python3 >/dev/null 2>&1; then\n"
-            f'    python3 - "$p" "$st" "$u" "$b" {grace:g} <<\'TBR_KILL_EOF\'\n'
+            # A system python3 first: "python3" on PATH may be a slow shim
+            # (pyenv's costs about 0.1 s).
+            "  for py in /usr/bin/python3 /usr/local/bin/python3 /bin/python3 python3; do\n"
+            '    command -v "$py" >/dev/null 2>&1 && break; py=\n'
+            "  done\n"
+            '  if [ -n "$py" ]; then\n'
+            f'    "$py" - "$p" "$st" "$u" "$b" {grace:g} <<\'TBR_KILL_EOF\'\n'
             f"{_PIDFD_KILL.strip()}\n"
             "TBR_KILL_EOF\n"
             "    rc=$?\n"

@@ -228,15 +228,18 @@ def test_ctrl_c_during_start_leaves_a_state_that_exit_and_start_converge_from(ri
     env = rig.env(FABRIC_TB_TENSORBOARD_CMD=f"{stub} -m tensorboard.main")
     argv = [str(BIN / "fab"), "-H", "sandbox", "-S", rig.ssh_config, "tb.start"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Interrupt while tb.start waits for TensorBoard to listen.
     deadline = time.monotonic() + 20
-    while not (rig.states() and rig.only_state().get("remote_pid")):
+    pidfiles = []
+    while not pidfiles:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
+        pidfiles = list(rig.remote_dir.glob("*/pid"))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert err.strip() == "tensorboard-remote: interrupted; run tb.start to finish or tb.exit to clean up"
-    stub_pid = rig.only_state()["remote_pid"]
+    stub_pid = int(pidfiles[0].read_text().split()[0])
     assert alive(stub_pid)
 
     stop = rig.fab("tb.exit")
