@@ -17,7 +17,6 @@ measured in this run. Nothing is asserted: this prints figures.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -206,7 +205,7 @@ def main() -> None:
         top = median(times[f"{max(counts)} host(s) at once: start"])
         rows.append((f"{max(counts)} hosts / {counts[0]} host start", f"{top / one:.2f}x", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     table = "\n".join(lines)
     print(table)

@@ -78,7 +78,7 @@ def main(argv):
                 except OSError as error:
                     raise program.TensorBoardServerException(
                         "could not bind to port %d, it was already in use (%s)" % (port, error)
-                    )
+                    ) from error
                 actual = self._server.socket.getsockname()[1]
                 self._endpoint = "tcp %d" % actual
                 self._url = "http://127.0.0.1:%d/" % actual

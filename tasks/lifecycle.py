@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from . import remote, sshargv, state
 from .settings import Settings, TbError
@@ -395,6 +395,8 @@ def start(shell: Shell, target: Target, settings: Settings, report: Reporter) ->
         if opened:
             report.phase(f"{label}: connecting")
             master_pid = open_master(shell, target, paths, settings)
+            again = "re" if data and data.get("remote_pid") else ""
+            say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
 
         if data is None:
             data = {
@@ -482,10 +484,7 @@ def _launch(
         raise TbError(_start_error(detail, label, settings))
     remote_pid = int(detail)
     if word == "died":
-        log = remote_log(shell, target, paths, rundir)
-        message = _died_message(log, label, settings)
-        _discard(shell, target, paths, rundir)
-        raise TbError(message)
+        _died(shell, target, paths, rundir, settings)
     data["remote_pid"] = remote_pid
     state.save(paths, data)
 
@@ -496,14 +495,15 @@ def _launch(
     how = f"{'Unix socket' if endpoint.startswith('unix') else 'TCP 127.0.0.1'}, {_ISOLATION.get(isolation, isolation)}"
     reused = word == "running"
     master_pid = data["master_pid"]
+    # The tunnel's own line was said when it opened (see start()).
     if reused and not opened:
         say(f"{label}: reusing the tunnel (ssh master pid {master_pid}) and TensorBoard (pid {remote_pid})")
     elif reused:
-        say(f"{label}: reopened the tunnel (ssh master pid {master_pid}); TensorBoard pid {remote_pid} was still running")
+        say(f"{label}: TensorBoard pid {remote_pid} was still running")
     elif not opened:
         say(f"{label}: reusing the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid}; {how})")
     else:
-        say(f"{label}: opened the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid}; {how})")
+        say(f"{label}: started TensorBoard (pid {remote_pid}; {how})")
 
     old = data.get("forward")
     local_port = data["local_port"]
@@ -564,10 +564,7 @@ def _wait_endpoint(
     while True:
         word, _, info = run_remote(shell, target, paths, remote.status_script(rundir))
         if word != "running":
-            log = remote_log(shell, target, paths, rundir)
-            message = _died_message(log, target.label, settings)
-            _discard(shell, target, paths, rundir)
-            raise TbError(message)
+            _died(shell, target, paths, rundir, settings)
         if info.get("endpoint"):
             return info["endpoint"], info.get("isolation", "shared")
         if time.monotonic() >= deadline:
@@ -624,10 +621,7 @@ def _wait_page(
         if now >= next_liveness or now >= deadline:
             word, _, _ = run_remote(shell, target, paths, remote.status_script(rundir))
             if word != "running":
-                log = remote_log(shell, target, paths, rundir)
-                message = _died_message(log, target.label, settings)
-                _discard(shell, target, paths, rundir)
-                raise TbError(message)
+                _died(shell, target, paths, rundir, settings)
             next_liveness = time.monotonic() + LIVENESS_EVERY
         if now >= deadline:
             raise TbError(_timeout_message(shell, target, paths, rundir, settings, remote_pid, why))
@@ -642,6 +636,14 @@ def _timeout_message(shell, target, paths, rundir, settings, remote_pid, why) ->
         f"{settings.start_timeout:g}s ({why}); it is left running: tb.check later, or tb.exit"
         + ("\nremote log:\n" + tail if tail else "")
     )
+
+
+def _died(shell: Shell, target: Target, paths: Paths, rundir: str, settings: Settings) -> NoReturn:
+    """TensorBoard exited before it answered: say why, leave nothing behind."""
+    log = remote_log(shell, target, paths, rundir)
+    message = _died_message(log, target.label, settings)
+    _discard(shell, target, paths, rundir)
+    raise TbError(message)
 
 
 def _discard(shell: Shell, target: Target, paths: Paths, rundir: str) -> None:

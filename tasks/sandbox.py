@@ -12,7 +12,6 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess

@@ -365,7 +365,7 @@ def list_(c, control_dir=None, json=False):
     ]
     widths = [max(len(line[i]) for line in table) for i in range(5)]
     for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[5])
+        print("  ".join(cell.ljust(width) for cell, width in zip(line[:5], widths, strict=True)) + "  " + line[5])
 
 
 ns = Collection("tb", start, check, exit_, logs, open_, list_)

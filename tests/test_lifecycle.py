@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from .conftest import BIN, alive, http_json, tensorboards, wait_gone
 
@@ -107,7 +106,7 @@ def test_a_killed_master_leaves_a_stale_socket_that_check_reports_and_start_repa
     repaired = rig.fab("tb.start")
     started(repaired, rig)
     assert "removing a stale control socket" in repaired.stdout
-    assert f"reopened the tunnel" in repaired.stdout
+    assert "reopened the tunnel" in repaired.stdout
     second = rig.only_state()
     assert second["remote_pid"] == first["remote_pid"], "TensorBoard was restarted needlessly"
     assert second["master_pid"] != first["master_pid"]
