@@ -17,6 +17,7 @@ measured in this run. Nothing is asserted: this prints figures.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -90,7 +91,13 @@ class Bench:
 
     def by_hand(self) -> float:
         """The seed's steps, typed by hand (TensorBoard started over ssh)."""
-        remote_port, local_port = free_port(), free_port()
+        taken = {self.local_port}
+        remote_port = free_port()
+        while remote_port in taken:
+            remote_port = free_port()
+        local_port = free_port()
+        while local_port in taken | {remote_port}:
+            local_port = free_port()
         sock = str(self.control / "seed-%r@%h:%p")
         tb = local_tensorboard_cmd()
         began = time.perf_counter()
@@ -118,6 +125,11 @@ class Bench:
         )
         wait_http(f"http://127.0.0.1:{port}/data/logdir")
         tensorboard = time.perf_counter() - began
+        # CPU seconds TensorBoard spent to get there: N TensorBoards starting
+        # on one machine need N times this, shared by its cores.
+        with open(f"/proc/{proc.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         proc.terminate()
         proc.wait()
         began = time.perf_counter()
@@ -128,7 +140,12 @@ class Bench:
             began = time.perf_counter()
             subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
             imports[name] = time.perf_counter() - began
-        return {"tensorboard": tensorboard, "handshake": handshake, **{f"import {k}": v for k, v in imports.items()}}
+        return {
+            "tensorboard": tensorboard,
+            "tensorboard CPU": cpu,
+            "handshake": handshake,
+            **{f"import {k}": v for k, v in imports.items()},
+        }
 
     def resident_after_start(self) -> list[str]:
         """Processes of ours (this tool's, by command line) left after tb.start."""
@@ -204,6 +221,9 @@ def main() -> None:
         one = median(times[f"{counts[0]} host(s) at once: start"])
         top = median(times[f"{max(counts)} host(s) at once: start"])
         rows.append((f"{max(counts)} hosts / {counts[0]} host start", f"{top / one:.2f}x", "", ""))
+        cores = os.cpu_count() or 1
+        cpu_floor = max(counts) * median(times["floor: tensorboard CPU"]) / cores
+        rows.append((f"CPU floor: {max(counts)} TensorBoards on {cores} cores", f"{cpu_floor:.3f}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

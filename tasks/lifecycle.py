@@ -388,6 +388,14 @@ def start(shell: Shell, target: Target, settings: Settings, report: Reporter) ->
             say(f"{label}: removing a stale control socket left by a master that died")
             _clear_stale(paths)
         opened = status != "up"
+        if not opened and data and _proven(data):
+            # All up and answering as only ours can (see check()): reuse
+            # both without a remote command.
+            url = url_for(data)
+            report.say(f"{label}: reusing the tunnel (ssh master pid {master_pid}) and TensorBoard (pid {data.get('remote_pid')})")
+            report.result(url, f"{label}: TensorBoard ready at {url}")
+            data["url"] = url
+            return data
         # Choose the local port before anything starts, so a busy port costs
         # nothing; a live forward keeps its port.
         keep_forward = not opened and data is not None and data.get("forward")
@@ -729,15 +737,8 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
     if status == "none":
         return Health(False, f"{label}: no tunnel (the ssh master is gone); TensorBoard pid {remote_pid} not checked; tb.start reopens the tunnel")
     url = url_for(data) if data.get("local_port") else None
-    # A page that answers through our forward is our TensorBoard when only we
-    # could serve it: on a socket in our 0700 run directory, or behind our
-    # secret URL token. Then no remote command is needed (each one pays the
-    # remote login shell's start-up); otherwise, or to explain a failure,
-    # ask the remote.
-    if url and (data.get("token") or str(data.get("endpoint", "")).startswith("unix ")):
-        ok, why = probe(url)
-        if ok:
-            return _healthy(label, url, master_pid, remote_pid, data)
+    if _proven(data):
+        return _healthy(label, url, master_pid, remote_pid, data)
     rundir = remote.run_dir(data["remote_dir"], data["sid"])
     try:
         word, detail, _ = run_remote(shell, target, paths, remote.status_script(rundir))
@@ -751,6 +752,21 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
     if not ok:
         return Health(False, f"{label}: TensorBoard pid {detail} is running but {url} is not answering ({why})")
     return _healthy(label, url, master_pid, int(detail), data)
+
+
+def _proven(data: dict) -> bool:
+    """Does our TensorBoard answer through our forward, provably ours?
+
+    A page that answers through our forward is our TensorBoard when only we
+    could serve it: on a socket in our 0700 run directory, or behind our
+    secret URL token. Then no remote command is needed (each one pays the
+    remote login shell's start-up, e.g. a conda or pyenv init).
+    """
+    if not data.get("forward") or not data.get("local_port"):
+        return False
+    if not (data.get("token") or str(data.get("endpoint", "")).startswith("unix ")):
+        return False
+    return probe(url_for(data))[0]
 
 
 def _healthy(label: str, url: str, master_pid: Optional[int], remote_pid: Optional[int], data: dict) -> Health:
