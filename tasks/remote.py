@@ -19,6 +19,8 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
+from .settings import TbError
+
 _SID = re.compile(r"[0-9a-f]{8,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")
 
@@ -201,7 +203,7 @@ def launcher(
 
 def _heredoc(path: str, body: str, delimiter: str) -> str:
     if delimiter in body:
-        raise ValueError(f"{path} may not contain its heredoc delimiter {delimiter}")
+        raise TbError(f"a setting (activate or tensorboard_cmd) contains the reserved word {delimiter}")
     if not body.endswith("\n"):
         body += "\n"
     return f"cat > {path} <<'{delimiter}'\n{body}{delimiter}\n"

@@ -202,6 +202,10 @@ def settings(config: Any, **flags: Any) -> Settings:
         or f"{prefix}TB_LOCAL_PORT" in os.environ
         or str(get("local_port")).strip() != str(DEFAULTS["local_port"])
     )
+    for key in ("activate", "tensorboard_cmd"):
+        # Words our remote scripts reserve as heredoc delimiters.
+        if any(word in str(get(key) or "") for word in ("TBR_SH_EOF", "TBR_PY_EOF", "TBR_KILL_EOF")):
+            raise TbError(f"{key} contains a word reserved by tensorboard-remote (TBR_..._EOF)")
     return Settings(
         logdir=text(get("logdir"), "logdir"),
         remote_port=port(get("remote_port"), "remote_port", allow_zero=True),

@@ -70,3 +70,8 @@ def test_the_readme_settings_table_matches_the_collection_defaults():
             assert shown in ("none", "empty"), key
         else:
             assert shown == f"`{default}`", key
+
+
+def test_an_activation_holding_a_reserved_word_is_refused_before_anything_starts():
+    with pytest.raises(TbError, match="activate contains a word reserved"):
+        settings(Config(overrides={"tb": {"activate": "echo\nTBR_SH_EOF\nrm -rf ~"}}))
