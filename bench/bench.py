@@ -123,15 +123,17 @@ class Bench:
             [sys.executable, "-m", "tensorboard.main", "--logdir", str(self.logdir), "--port", str(port), "--host", "127.0.0.1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_http(f"http://127.0.0.1:{port}/data/logdir")
-        tensorboard = time.perf_counter() - began
-        # CPU seconds TensorBoard spent to get there: N TensorBoards starting
-        # on one machine need N times this, shared by its cores.
-        with open(f"/proc/{proc.pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        proc.terminate()
-        proc.wait()
+        try:
+            wait_http(f"http://127.0.0.1:{port}/data/logdir")
+            tensorboard = time.perf_counter() - began
+            # CPU seconds TensorBoard spent to get there: N TensorBoards
+            # starting on one machine need N times this, shared by its cores.
+            with open(f"/proc/{proc.pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        finally:
+            proc.terminate()
+            proc.wait()
         began = time.perf_counter()
         subprocess.run(["ssh", "-F", str(self.cfg), "h0", "true"], check=True)
         handshake = time.perf_counter() - began
