@@ -11,12 +11,19 @@ Environment:
   TBR_DIR    the run directory (0700)
   TBR_SERVE  "unix" (default) or "tcp"
   TBR_PORT   with tcp: the port, 0 for any free one
+  TBR_HOST   with tcp: the address to listen on (default 127.0.0.1; a
+             Slurm compute node's own address when its login node forwards)
+  TBR_REMOVE_DIR  "1": remove TBR_DIR when TensorBoard ends (a Slurm step's
+             private directory on the node)
   TBR_NETNS  "1" when started inside a private network namespace
              (``unshare -rn``): bring its loopback up for the data server
 """
 
+import atexit
 import fcntl
 import os
+import shutil
+import signal
 import socket
 import struct
 import sys
@@ -38,8 +45,15 @@ def main(argv):
     run_dir = os.environ["TBR_DIR"]
     serve = os.environ.get("TBR_SERVE", "unix")
     port = int(os.environ.get("TBR_PORT", "0"))
+    host = os.environ.get("TBR_HOST") or "127.0.0.1"
     if os.environ.get("TBR_NETNS") == "1":
         loopback_up()
+    if os.environ.get("TBR_REMOVE_DIR") == "1":
+        # SIGTERM (srun forwards it when the step ends) exits normally, so
+        # the private directory is removed.
+        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(number, lambda *_: sys.exit(0))
+        atexit.register(shutil.rmtree, run_dir, True)
 
     from absl import app
     from tensorboard import default, main_lib, program, version
@@ -73,7 +87,7 @@ def main(argv):
             else:
                 try:
                     self._server = serving.make_server(
-                        "127.0.0.1", port, wsgi_app, threaded=True, request_handler=QuietHandler
+                        host, port, wsgi_app, threaded=True, request_handler=QuietHandler
                     )
                 except OSError as error:
                     raise program.TensorBoardServerException(
@@ -81,13 +95,17 @@ def main(argv):
                     ) from error
                 actual = self._server.socket.getsockname()[1]
                 self._endpoint = "tcp %d" % actual
-                self._url = "http://127.0.0.1:%d/" % actual
+                self._url = "http://%s:%d/" % (host, actual)
 
         def serve_forever(self):
             final = os.path.join(run_dir, "endpoint")
             with open(final + ".tmp", "w") as handle:
                 handle.write(self._endpoint + "\n")
             os.replace(final + ".tmp", final)
+            # The same, for a reader on another machine (a Slurm step's
+            # output reaches the login node's log through srun).
+            sys.stdout.write("tensorboard-remote: endpoint %s\n" % self._endpoint)
+            sys.stdout.flush()
             self._server.serve_forever()
 
         def get_url(self):

@@ -8,7 +8,9 @@ a message for the user; the task layer turns them into ``Exit``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import http.client
 import re
 import secrets
@@ -102,11 +104,11 @@ class Shell:
 # ---------------------------------------------------------------- helpers
 
 
-def locate(shell: Shell, target: Target, control_dir: str) -> Paths:
+def locate(shell: Shell, target: Target, control_dir: str, suffix: str = "") -> Paths:
     """Our control socket for ``target``, as ``ssh -G`` expands ``tb-%C``."""
     directory = state.control_dir(control_dir)
     outcome = shell.run(
-        sshargv.resolve_argv(target, str(directory)), timeout=shell.quick, what="ssh -G"
+        sshargv.resolve_argv(target, str(directory), suffix), timeout=shell.quick, what="ssh -G"
     )
     if outcome.code != 0:
         raise TbError(f"ssh cannot resolve {target.label}: {_last_line(outcome.stderr)}")
@@ -369,10 +371,24 @@ def _requested(settings: Settings) -> dict:
     return wanted
 
 
-def start(shell: Shell, target: Target, settings: Settings, report: Reporter) -> dict:
-    """Open (or reuse) the master, start (or reuse) TensorBoard, wait for the page."""
+def start(
+    shell: Shell,
+    target: Target,
+    settings: Settings,
+    report: Reporter,
+    *,
+    paths: Optional[Paths] = None,
+    job: Optional[str] = None,
+    job_found: Optional[remote.Job] = None,
+) -> dict:
+    """Open (or reuse) the master, start (or reuse) TensorBoard, wait for the page.
+
+    With ``job`` (srun mode), ``target`` is the login node and TensorBoard
+    runs as a step of that job; ``job_found`` (ssh mode) records the job a
+    compute-node ``target`` was found from.
+    """
     say = report.say
-    paths = locate(shell, target, settings.control_dir)
+    paths = paths or locate(shell, target, settings.control_dir)
     label = target.label
     with state.locked(paths):
         data = state.load(paths)
@@ -405,14 +421,32 @@ def start(shell: Shell, target: Target, settings: Settings, report: Reporter) ->
             master_pid = open_master(shell, target, paths, settings)
             again = "re" if data and data.get("remote_pid") else ""
             say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
+        if job is not None:
+            try:
+                job_found = find_job(shell, target, paths, job, report)
+            except TbError:
+                if opened:
+                    close_master(shell, target, paths)
+                    if not data:
+                        state.remove(paths, socket=True)
+                raise
 
         if data is None:
             data = {
                 "sid": secrets.token_hex(8),
                 "token": secrets.token_urlsafe(18) if settings.url_token else None,
-                "serve": settings.serve,
+                # A job step serves TCP on its node (see _launch).
+                "serve": "tcp" if job is not None else settings.serve,
                 "requested": _requested(settings),
                 "started_at": time.time(),
+            }
+        if job_found is not None:
+            data["job"] = {
+                "spec": job or job_found.id,
+                "id": job_found.id,
+                "node": job_found.node,
+                "addr": job_found.addr if job_found.addr != "-" else job_found.node,
+                "via": "srun" if job is not None else "ssh",
             }
         if opened:
             data["forward"] = None  # forwards die with their master
@@ -429,6 +463,114 @@ def start(shell: Shell, target: Target, settings: Settings, report: Reporter) ->
         report.result(url, f"{label}: TensorBoard ready at {url}")
         data["url"] = url
         return data
+
+
+# ---------------------------------------------------------------- Slurm
+
+
+def job_key(spec: str) -> str:
+    """The control-path suffix of a job's session: a job name may hold
+    characters ssh would expand in a ControlPath, so use a hash."""
+    return "-j" + hashlib.sha256(spec.encode()).hexdigest()[:8]
+
+
+def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Reporter) -> remote.Job:
+    """Ask the login node's Slurm (through our master) where ``spec`` runs."""
+    report.phase(f"{target.label}: looking up job {spec}")
+    outcome = shell.run(
+        sshargv.remote_argv(target, str(paths.socket)),
+        timeout=shell.quick,
+        stdin=remote.job_script(spec),
+        what=f"squeue on {target.label}",
+    )
+    reply = remote.parse_reply(outcome.stdout)
+    where = target.label
+    if reply is None:
+        reason = _last_line(outcome.stderr) or f"exit status {outcome.code}"
+        raise TbError(f"looking up job {spec} on {where} failed: {reason}")
+    word, detail = reply
+    info = remote.parse_info(outcome.stdout)
+    if word == "error":
+        if detail == "no-squeue":
+            raise TbError(f"{where} has no 'squeue' on PATH in a non-interactive shell: is it a Slurm login node?")
+        raise TbError(f"squeue failed on {where}: {detail.partition(' ')[2] or detail}")
+    outcome_jobs = remote.parse_jobs(outcome.stdout)
+    job = remote.pick_job(outcome_jobs, spec, info.get("user", "?"), where)
+    report.say(f"{where}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr not in ("-", job.node) else ""))
+    return job
+
+
+def job_session(shell: Shell, login: Target, control_dir: str, spec: str) -> tuple[Target, Paths]:
+    """The target and paths of the session for ``spec`` on ``login``: the
+    login node's own (srun mode) or the compute node's (ssh mode)."""
+    spec = remote.check_job(spec)
+    jump_paths = locate(shell, login, control_dir, job_key(spec))
+    node_paths = node_paths_of(jump_paths)
+    data = state.load(node_paths)
+    if data and "target" in data:
+        return Target.from_dict(data["target"], batch=login.batch), node_paths
+    return dataclasses.replace(login, tag=f"job {spec}"), jump_paths
+
+
+def node_paths_of(jump_paths: Paths) -> Paths:
+    return Paths(jump_paths.socket.with_name(jump_paths.socket.name + "n"))
+
+
+def start_job(shell: Shell, login: Target, settings: Settings, report: Reporter, spec: str) -> dict:
+    """``tb.start --job SPEC`` on the login host ``login``."""
+    spec = remote.check_job(spec)
+    if not settings.url_token:
+        raise TbError(
+            "--job needs url_token=yes: on a compute node TensorBoard is reachable from the "
+            "cluster network, and the secret URL token is what keeps others out"
+        )
+    paths = locate(shell, login, settings.control_dir, job_key(spec))
+    if settings.slurm_via == "srun":
+        tagged = dataclasses.replace(login, tag=f"job {spec}")
+        return start(shell, tagged, settings, report, paths=paths, job=spec)
+    return _start_job_ssh(shell, login, settings, report, spec, paths)
+
+
+def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Reporter, spec: str, jump_paths: Paths) -> dict:
+    """ssh mode: a master on the login node (the jump), one on the node
+    through it (ProxyCommand rides the jump: no second login there), and the
+    usual start on the node: a Unix socket, the data server in a namespace."""
+    node_paths = node_paths_of(jump_paths)
+    label = f"{login.label} (job {spec})"
+    with state.locked(jump_paths):
+        status, jump_pid = master_state(shell, login, jump_paths)
+        if status == "stale":
+            _clear_stale(jump_paths)
+        opened = status != "up"
+        if opened:
+            report.phase(f"{label}: connecting to the login node")
+            jump_pid = open_master(shell, login, jump_paths, settings)
+            report.say(f"{label}: opened the connection to the login node (ssh master pid {jump_pid})")
+        try:
+            job = find_job(shell, login, jump_paths, spec, report)
+            node = Target(
+                host=job.node,
+                user=login.user,
+                ssh_config=login.ssh_config,
+                identities=login.identities,
+                connect_timeout=login.connect_timeout,
+                batch=login.batch,
+                jump=dataclasses.replace(login, tag=None),
+                jump_socket=str(jump_paths.socket),
+                tag=f"job {job.id} via {login.label}",
+            )
+            old = state.load(node_paths)
+            if old and old.get("target", {}).get("host") != job.node:
+                raise TbError(
+                    f"{label}: a session for this job on node {old['target']['host']} is recorded, "
+                    f"but the job now runs on {job.node}: run tb.exit --job {spec} first"
+                )
+            return start(shell, node, settings, report, paths=node_paths, job_found=job)
+        except BaseException:
+            if state.load(node_paths) is None and master_state(shell, login, jump_paths)[0] == "up":
+                close_master(shell, login, jump_paths)
+                state.remove(jump_paths, socket=True)
+            raise
 
 
 def _refuse_other_settings(data: dict, settings: Settings, label: str) -> None:
@@ -468,6 +610,14 @@ def _launch(
     if serve == "tcp" and data_server == "auto":
         data_server = "off"  # TCP must be reachable from sshd: no namespace
     port = 0 if data.get("fallback") else settings.remote_port
+    job = data.get("job") or {}
+    step = None
+    forward_host = "127.0.0.1"
+    if job.get("via") == "srun":
+        # TensorBoard listens on the node's address, on any free port, for
+        # the login node to forward to; the URL token guards it there.
+        step = remote.Step(job["id"], job["node"], job["addr"])
+        forward_host, port = job["addr"], 0
     script = remote.start_script(
         rundir,
         data["logdir"],
@@ -478,8 +628,9 @@ def _launch(
         data_server=data_server,
         token=data.get("token"),
         wait=settings.start_timeout,
+        step=step,
     )
-    report.phase(f"{label}: starting TensorBoard")
+    report.phase(f"{label}: starting TensorBoard" + (f" as a step of job {step.job} on {step.node}" if step else ""))
     deadline = time.monotonic() + settings.start_timeout
     # One round trip: the script starts TensorBoard and waits, on the
     # remote, until it listens (each remote command pays the login shell's
@@ -508,6 +659,9 @@ def _launch(
         say(f"{label}: reusing the tunnel (ssh master pid {master_pid}) and TensorBoard (pid {remote_pid})")
     elif reused:
         say(f"{label}: TensorBoard pid {remote_pid} was still running")
+    elif step is not None:
+        how = f"TCP {step.bind}, URL token, {_ISOLATION.get(isolation, isolation)}"
+        say(f"{label}: started TensorBoard in job {step.job} on {step.node} (srun pid {remote_pid} on the login node; {how})")
     elif not opened:
         say(f"{label}: reusing the tunnel (ssh master pid {master_pid}); started TensorBoard (pid {remote_pid}; {how})")
     else:
@@ -515,7 +669,7 @@ def _launch(
 
     old = data.get("forward")
     local_port = data["local_port"]
-    spec = sshargv.forward_spec(local_port, endpoint)
+    spec = sshargv.forward_spec(local_port, endpoint, forward_host)
     if spec != old:
         report.phase(f"{label}: opening the tunnel")
         if old:
@@ -526,7 +680,8 @@ def _launch(
             if not reused:
                 _discard(shell, target, paths, rundir)
             raise
-        say(f"{label}: forwarding 127.0.0.1:{local_port} here to {_where(endpoint)} there")
+        there = f"{forward_host}:{endpoint.split()[-1]} (node {job['node']})" if step else _where(endpoint) + " there"
+        say(f"{label}: forwarding 127.0.0.1:{local_port} here to {there}")
     data.update(forward=spec, local_port=local_port, endpoint=endpoint, isolation=isolation)
     state.save(paths, data)
 
@@ -745,6 +900,9 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
     except TbError as error:
         return Health(False, f"{label}: tunnel up but the remote did not answer: {error}")
     if word != "running":
+        job = data.get("job") or {}
+        if job.get("via") == "srun":
+            return Health(False, f"{label}: TensorBoard's step in job {job['id']} on {job['node']} has ended (has the job ended? squeue -j {job['id']}); tb.exit cleans up")
         return Health(False, f"{label}: TensorBoard is not running on {label} (pid {remote_pid} is gone); tb.start restarts it")
     if not url:
         return Health(False, f"{label}: TensorBoard pid {detail} is running but no forward was set up; tb.start completes it")
@@ -794,6 +952,7 @@ def stop(shell: Shell, target: Target, paths: Paths, say: Say) -> None:
                     _clear_stale(paths)
                 say(f"{label}: nothing to stop")
             state.remove(paths)
+            _close_jump(shell, target, say)
             return
         rundir = remote.run_dir(data["remote_dir"], data["sid"])
         via = paths if status == "up" else None
@@ -814,9 +973,27 @@ def stop(shell: Shell, target: Target, paths: Paths, say: Say) -> None:
             _clear_stale(paths)
         state.remove(paths)
         parts = []
+        job = data.get("job")
+        if job and job.get("via") == "srun":
+            parts.append(f"ended its step in job {job['id']} on {job['node']} (the job itself is left running)")
         if word == "stopped":
             parts.append(f"stopped TensorBoard (pid {detail})")
         elif word == "gone":
             parts.append(f"TensorBoard pid {detail} had already exited")
         parts.append(f"closed the tunnel (ssh master pid {master_pid})" if status == "up" else "no tunnel was open")
         say(f"{label}: " + "; ".join(parts))
+        _close_jump(shell, target, say)
+
+
+def _close_jump(shell: Shell, target: Target, say: Say) -> None:
+    """ssh mode: the login-node master the node's master rode on."""
+    if target.jump is None or not target.jump_socket:
+        return
+    jump_paths = Paths(Path(target.jump_socket))
+    status, pid = master_state(shell, target.jump, jump_paths)
+    if status == "up":
+        close_master(shell, target.jump, jump_paths)
+        say(f"{target.jump.label}: closed the connection to the login node (ssh master pid {pid})")
+    elif status == "stale":
+        _clear_stale(jump_paths)
+    state.remove(jump_paths)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -68,6 +69,26 @@ load() {
   p= st= u= b=
   [ -r "$d/pid" ] && read -r p st u b < "$d/pid"
 }
+# Where TensorBoard listens: its endpoint file, or, when it runs on another
+# machine (a Slurm step), the line it printed into our log.
+endp() {
+  kind= where=
+  if [ -s "$d/endpoint" ]; then read -r kind where < "$d/endpoint"
+  else
+    l=$(grep '^tensorboard-remote: endpoint ' "$d/log" 2>/dev/null | tail -n 1)
+    [ -n "$l" ] && { set -- $l; kind=$3; where=$4; }
+  fi
+  [ -n "$kind" ]
+}
+info() {
+  endp && echo "tbr-info endpoint $kind $where"
+  iso=
+  if [ -r "$d/isolation" ]; then read -r iso < "$d/isolation"
+  else iso=$(sed -n 's/^tensorboard-remote: isolation //p' "$d/log" 2>/dev/null | tail -n 1)
+  fi
+  [ -n "$iso" ] && echo "tbr-info isolation $iso"
+  return 0
+}
 """
 
 # A relative run directory is below the login directory (where ssh starts
@@ -89,8 +110,7 @@ def status_script(rundir: str) -> str:
 load
 if [ -z "$p" ]; then echo "tbr none"
 elif ours "$p" "$st" "$u" "$b"; then
-  [ -r "$d/endpoint" ] && { read -r kind where < "$d/endpoint"; echo "tbr-info endpoint $kind $where"; }
-  [ -r "$d/isolation" ] && { read -r iso < "$d/isolation"; echo "tbr-info isolation $iso"; }
+  info
   echo "tbr running $p"
 else echo "tbr dead $p"
 fi
@@ -125,7 +145,7 @@ esac
 
 
 def launcher(
-    rundir: str,
+    rundir: Optional[str],
     logdir: str,
     tensorboard_cmd: str,
     activate: str,
@@ -134,11 +154,14 @@ def launcher(
     port: int = 0,
     data_server: str = "auto",
     flagfile: bool = True,
+    bind: str = "127.0.0.1",
 ) -> str:
-    """The detached script that becomes TensorBoard (it ends in ``exec``)."""
-    lines = [
-        f"d={rundir}",
-        _ABSOLUTE,
+    """The detached script that becomes TensorBoard (it ends in ``exec``).
+
+    ``rundir`` None: ``$d`` is already set (a Slurm step's private directory).
+    """
+    lines = [f"d={rundir}", _ABSOLUTE] if rundir is not None else []
+    lines += [
         # Record our identity first: pid, start time, uid, boot id.
         "s=$(cat /proc/$$/stat); r=${s##*)}; set -- $r",
         'echo "$$ ${20} $(id -u) $(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp"'
@@ -171,7 +194,7 @@ def launcher(
         lines += [
             "if unshare -rn true >/dev/null 2>&1; then",
             '  wrap="unshare -rn"; TBR_NETNS=1; export TBR_NETNS',
-            '  echo netns > "$d/isolation"',
+            '  echo netns > "$d/isolation"; echo "tensorboard-remote: isolation netns"',
             "else",
         ]
         if data_server == "netns":
@@ -183,18 +206,18 @@ def launcher(
             lines += [
                 f'  echo "{LOG_MARK} unshare -rn is not permitted here: data server off (--load_fast=false)"',
                 '  set -- "$@" --load_fast=false',
-                '  echo off > "$d/isolation"',
+                '  echo off > "$d/isolation"; echo "tensorboard-remote: isolation off"',
             ]
         lines += ["fi"]
     elif data_server == "off":
-        lines += ['set -- "$@" --load_fast=false', 'echo off > "$d/isolation"']
+        lines += ['set -- "$@" --load_fast=false', 'echo off > "$d/isolation"', f'echo "{LOG_MARK} isolation off"']
     else:
-        lines += ['echo shared > "$d/isolation"']
+        lines += ['echo shared > "$d/isolation"', f'echo "{LOG_MARK} isolation shared"']
     if flagfile:
         lines += ['set -- "$@" --flagfile "$d/flags"']
     lines += [
-        f'TBR_DIR="$d"; TBR_SERVE={shlex.quote(serve)}; TBR_PORT={int(port)}',
-        "export TBR_DIR TBR_SERVE TBR_PORT",
+        f'TBR_DIR="$d"; TBR_SERVE={shlex.quote(serve)}; TBR_PORT={int(port)}; TBR_HOST={shlex.quote(bind)}',
+        "export TBR_DIR TBR_SERVE TBR_PORT TBR_HOST",
         'exec $wrap "$py" ${pyarg:+"$pyarg"} "$d/launch.py" "$@" --logdir '
         + shlex.quote(logdir),
     ]
@@ -209,6 +232,70 @@ def _heredoc(path: str, body: str, delimiter: str) -> str:
     return f"cat > {path} <<'{delimiter}'\n{body}{delimiter}\n"
 
 
+@dataclass(frozen=True)
+class Step:
+    """Run TensorBoard as a step of a running Slurm job, on one of its nodes.
+
+    ``bind`` is the node's address as Slurm knows it (NodeAddr): TensorBoard
+    listens there so that the login node can reach it.
+    """
+
+    job: str
+    node: str
+    bind: str
+
+    def __post_init__(self) -> None:
+        if not _JOB_ID.fullmatch(self.job):
+            raise ValueError(f"bad job id {self.job!r}")
+        for value in (self.node, self.bind):
+            if not _NODE.fullmatch(value):
+                raise ValueError(f"bad node name or address {value!r}")
+
+
+_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def _node_script(body: str, token: Optional[str]) -> str:
+    """What a Slurm step runs (``sh -s``, fed by srun from our run dir): a
+    private directory on the node, our launcher and flags in it, then the
+    launcher body. Nothing needs a file system shared with the login node."""
+    flags = f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
+    return (
+        "umask 077\n"
+        'd=$(mktemp -d "${TMPDIR:-/tmp}/tensorboard-remote.XXXXXX") || '
+        f'{{ echo "{LOG_MARK} cannot create a private directory on $(hostname)"; exit 1; }}\n'
+        # The launcher removes it when TensorBoard ends.
+        "TBR_REMOVE_DIR=1; export TBR_REMOVE_DIR\n"
+        + flags
+        + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
+        + body
+    )
+
+
+def _srun_script(rundir: str, step: Step) -> str:
+    """Runs on the login node, detached: records its identity, then becomes
+    ``srun``, which holds the job step (and so TensorBoard) for as long as it
+    runs. Under ``proctrack/cgroup`` a step's processes die with the step, so
+    the step must stay in the foreground: here, srun itself is what we keep."""
+    srun = [
+        "srun", "--overlap", f"--jobid={step.job}", "--nodes=1", "--ntasks=1",
+        f"--nodelist={step.node}", "--job-name=tensorboard-remote",
+        # bash where the node has it, as elsewhere: activation snippets
+        # often say "source".
+        "/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash -s; exec sh -s",
+    ]
+    return "\n".join([
+        f"d={rundir}",
+        _ABSOLUTE,
+        "s=$(cat /proc/$$/stat); r=${s##*)}; set -- $r",
+        'echo "$$ ${20} $(id -u) $(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp"'
+        ' && mv -f "$d/pid.tmp" "$d/pid"',
+        f'echo "{LOG_MARK} starting a step of job {step.job} on {step.node} ($(date))"',
+        f'exec {shlex.join(srun)} < "$d/node.sh"',
+    ]) + "\n"
+
+
 def start_script(
     rundir: str,
     logdir: str,
@@ -220,6 +307,7 @@ def start_script(
     data_server: str = "auto",
     token: Optional[str] = None,
     wait: float = 0.0,
+    step: Optional[Step] = None,
 ) -> str:
     """Start TensorBoard detached unless ours is already running, then wait
     up to ``wait`` seconds for it to listen.
@@ -231,12 +319,30 @@ def start_script(
     """
     if token is not None and not _TOKEN.fullmatch(token):
         raise ValueError("bad URL token")
-    body = launcher(
-        rundir, logdir, tensorboard_cmd, activate,
-        serve=serve, port=port, data_server=data_server, flagfile=token is not None,
-    )
+    if step is not None:
+        # On a compute node: TCP on the node's address, behind the token.
+        body = launcher(
+            None, logdir, tensorboard_cmd, activate, serve="tcp", port=port,
+            data_server=data_server, flagfile=token is not None, bind=step.bind,
+        )
+        files = (
+            'command -v srun >/dev/null 2>&1 || { echo "tbr error no-srun"; exit 0; }\n'
+            + _heredoc('"$d/node.sh"', _node_script(body, token), "TBR_NODE_EOF")
+            + _heredoc('"$d/launch.sh"', _srun_script(rundir, step), "TBR_SH_EOF")
+        )
+    else:
+        body = launcher(
+            rundir, logdir, tensorboard_cmd, activate,
+            serve=serve, port=port, data_server=data_server, flagfile=token is not None,
+        )
+        flags = f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
+        files = (
+            flags
+            + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
+            + _heredoc('"$d/launch.sh"', body, "TBR_SH_EOF")
+        )
     port_check = ""
-    if serve == "tcp" and port:
+    if serve == "tcp" and port and step is None:
         hexport = f"{int(port):04X}"
         port_check = (
             "# A listener already on the port is not ours: never disturb it.\n"
@@ -245,7 +351,6 @@ def start_script(
             f'  echo "tbr error port-in-use {int(port)}"; exit 0\n'
             "fi\n"
         )
-    flags = f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
     return _script(
         rundir,
         "load\n"
@@ -254,11 +359,11 @@ def start_script(
         "umask 077\n"
         'mkdir -p "$d" && chmod 700 "$d" || { echo "tbr error rundir $d"; exit 0; }\n'
         'rm -f "$d/pid" "$d/pid.tmp" "$d/endpoint" "$d/isolation" "$d/tb.sock"\n'
+        # A fresh log: an old run's endpoint line must not be read as this one's.
+        '[ -f "$d/log" ] && mv -f "$d/log" "$d/log.1"\n'
         + port_check
         + 'command -v setsid >/dev/null 2>&1 || { echo "tbr error no-setsid"; exit 0; }\n'
-        + flags
-        + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
-        + _heredoc('"$d/launch.sh"', body, "TBR_SH_EOF")
+        + files
         + r"""
 if command -v bash >/dev/null 2>&1; then sh_=bash; else sh_=sh; fi
 setsid -f "$sh_" "$d/launch.sh" </dev/null >>"$d/log" 2>&1
@@ -272,15 +377,14 @@ fi
 # Wait here, on the remote (no round trip per poll), until TensorBoard
 # listens or dies, for at most the given time.
 i=0
-while [ ! -s "$d/endpoint" ]; do
+while ! endp; do
   ours "$p" "$st" "$u" "$b" || { echo "tbr died $p"; exit 0; }
   i=$((i+1)); [ "$i" -gt """
         + str(max(0, int(wait / 0.02)))
         + r""" ] && break
   sleep 0.02
 done
-[ -r "$d/endpoint" ] && { read -r kind where < "$d/endpoint"; echo "tbr-info endpoint $kind $where"; }
-[ -r "$d/isolation" ] && { read -r iso < "$d/isolation"; echo "tbr-info isolation $iso"; }
+info
 echo "tbr $word $p"
 """,
     )
@@ -401,3 +505,119 @@ def parse_info(stdout: str) -> dict[str, str]:
             parts = line.split(" ", 2)
             info[parts[1]] = parts[2] if len(parts) > 2 else ""
     return info
+
+
+# ---------------------------------------------------------------- Slurm
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def check_job(spec: str) -> str:
+    """A job id (``123``, ``123_4``) or a plain job name; refuse the rest."""
+    spec = str(spec).strip()
+    if _JOB_ID.fullmatch(spec) or _JOB_NAME.fullmatch(spec):
+        return spec
+    raise TbError(
+        f"refusing job {spec!r}: give a Slurm job id (e.g. 123456) or a job name of "
+        f"letters, digits and . _ + -"
+    )
+
+
+def job_script(spec: str) -> str:
+    """Look a job up with ``squeue`` (all states) on the login node.
+
+    Prints ``tbr-info user NAME`` (who we are there), one ``tbr-job ID STATE
+    OWNER NODE ADDR`` line per matching job (NODE and ADDR: the first node of
+    a running job and its NodeAddr, else ``-``), then ``tbr jobs``; or
+    ``tbr error no-squeue`` / ``tbr error squeue MESSAGE``. A job name
+    matches only the user's own jobs; a job id matches anyone's, so that a
+    wrong id can be told apart from a job of someone else.
+    """
+    spec = check_job(spec)
+    fmt = shlex.quote("%i|%T|%u|%N")
+    if _JOB_ID.fullmatch(spec):
+        query = f"squeue -h -t all -j {shlex.quote(spec)} -o {fmt}"
+    else:
+        query = f'squeue -h -t all -n {shlex.quote(spec)} -u "$me" -o {fmt}'
+    return f"""
+command -v squeue >/dev/null 2>&1 || {{ echo "tbr error no-squeue"; exit 0; }}
+me=$(id -un)
+echo "tbr-info user $me"
+out=$({query} 2>&1) || {{
+  case $out in
+    *"Invalid job id"*) echo "tbr jobs" ;;
+    *) echo "tbr error squeue $(printf '%s\\n' "$out" | tail -n 1)" ;;
+  esac
+  exit 0
+}}
+printf '%s\\n' "$out" | while IFS='|' read -r id st owner nodes; do
+  [ -n "$id" ] || continue
+  n= a=
+  if [ "$st" = RUNNING ] && [ -n "$nodes" ]; then
+    n=$(scontrol show hostnames "$nodes" 2>/dev/null | head -n 1)
+    [ -n "$n" ] || n=${{nodes%%,*}}
+    a=$(scontrol show node "$n" 2>/dev/null | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p' | head -n 1)
+  fi
+  echo "tbr-job $id $st $owner ${{n:--}} ${{a:--}}"
+done
+echo "tbr jobs"
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: str
+    owner: str
+    node: str
+    addr: str
+
+
+def parse_jobs(stdout: str) -> list[Job]:
+    jobs = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[0] == "tbr-job":
+            jobs.append(Job(*parts[1:]))
+    return jobs
+
+
+_ENDED = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
+    """The running job of ours that ``spec`` names, or a one-line reason."""
+    by_id = bool(_JOB_ID.fullmatch(spec))
+    if not jobs:
+        if by_id:
+            return _fail(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
+        return _fail(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
+    if by_id:
+        job = jobs[0]
+        if job.owner != me:
+            return _fail(
+                f"job {spec} belongs to {job.owner}, not to you ({me}) on {where}: "
+                f"tensorboard-remote attaches only to your own jobs"
+            )
+        candidates = jobs
+    else:
+        candidates = [job for job in jobs if job.state == "RUNNING"] or jobs
+        if len(candidates) > 1:
+            ids = ", ".join(job.id for job in candidates)
+            state = candidates[0].state.lower() if all(j.state == candidates[0].state for j in candidates) else "listed"
+            return _fail(f"several {state} jobs of yours are named {spec!r} ({ids}): give the job id with --job")
+    job = candidates[0]
+    if job.state == "RUNNING" and job.node != "-":
+        return job
+    if job.state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"):
+        return _fail(
+            f"job {job.id} is {job.state.lower()}: it has no node yet; "
+            f"run tb.start --job {spec} again once squeue shows it RUNNING"
+        )
+    if job.state in _ENDED or job.state == "COMPLETING":
+        return _fail(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")
+    return _fail(f"job {job.id} is {job.state.lower()}, not running: cannot start TensorBoard on its node")
+
+
+def _fail(message: str) -> Job:
+    raise TbError(message)

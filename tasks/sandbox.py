@@ -33,10 +33,20 @@ def free_port() -> int:
 class Sandbox:
     """An sshd bound to 127.0.0.1 that lets only the current user in, by key."""
 
-    def __init__(self, directory: os.PathLike | str, *, alias: str = ALIAS) -> None:
+    def __init__(
+        self,
+        directory: os.PathLike | str,
+        *,
+        alias: str = ALIAS,
+        user: Optional[str] = None,
+        address: str = "127.0.0.1",
+    ) -> None:
         self.dir = Path(directory).absolute()
         self.alias = alias
-        self.user = getpass.getuser()
+        # Another user than ours (tests run as root and log in as an
+        # ordinary user, e.g. on a Slurm login node).
+        self.user = user or getpass.getuser()
+        self.address = address
 
     # Files ------------------------------------------------------------
     @property
@@ -69,7 +79,9 @@ class Sandbox:
                 f"{SSHD} not found: install the OpenSSH server (Debian: apt-get install openssh-server)"
             )
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        other = self.user != getpass.getuser()
+        # sshd reads authorized_keys as the user logging in.
+        os.chmod(self.dir, 0o755 if other else 0o700)
         for name in ("host_ed25519", "client_ed25519"):
             key = self.dir / name
             if not key.exists():
@@ -79,15 +91,17 @@ class Sandbox:
                 )
         port = port or free_port()
         (self.dir / "authorized_keys").write_text((self.dir / "client_ed25519.pub").read_text())
+        if other:
+            os.chmod(self.dir / "authorized_keys", 0o644)
         host_key = (self.dir / "host_ed25519.pub").read_text().split()
-        (self.dir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+        (self.dir / "known_hosts").write_text(f"[{self.address}]:{port} {host_key[0]} {host_key[1]}\n")
         self.sshd_config.write_text(
             "\n".join(
                 [
                     # First: sshd keeps the first value it reads for a keyword.
                     extra_sshd,
                     f"Port {port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.address}",
                     f"HostKey {self.dir / 'host_ed25519'}",
                     f"PidFile {self.pidfile}",
                     f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
@@ -112,7 +126,7 @@ class Sandbox:
             "\n".join(
                 [
                     f"Host {self.alias}",
-                    "  HostName 127.0.0.1",
+                    f"  HostName {self.address}",
                     f"  Port {port}",
                     f"  User {self.user}",
                     f"  IdentityFile {self.dir / 'client_ed25519'}",
@@ -160,13 +174,13 @@ class Sandbox:
         while time.monotonic() < deadline:
             if self.pid():
                 try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    with socket.create_connection((self.address, self.port), timeout=1) as conn:
                         if conn.recv(4).startswith(b"SSH-"):
                             return self
                 except OSError:
                     pass
             time.sleep(0.02)
-        raise RuntimeError(f"sshd did not come up on 127.0.0.1:{self.port}; see {self.log}")
+        raise RuntimeError(f"sshd did not come up on {self.address}:{self.port}; see {self.log}")
 
     def stop(self) -> None:
         pid = self.pid()

@@ -64,6 +64,13 @@ DEFAULTS: dict[str, Any] = {
     # "netns" requires the namespace; "off" uses --load_fast=false (slower on
     # large logdirs); "shared" leaves it as TensorBoard does.
     "data_server": "auto",
+    # How tb.start --job reaches a Slurm job's node from the login host:
+    # "srun" (srun --overlap --jobid from the login node: no sshd on nodes
+    # needed, TensorBoard lives and dies with the job; it listens on the
+    # node's address behind the URL token) or "ssh" (ssh to the node through
+    # the login node, where the site allows it, e.g. pam_slurm_adopt: a
+    # private Unix socket there, as on any host).
+    "slurm_via": "srun",
     # "yes": tb.start opens the URL in your browser (webbrowser; BROWSER is
     # honoured), never on a machine without a display.
     "open": "no",
@@ -99,6 +106,7 @@ class Settings:
     command_timeout: float
     connect_timeout: int
     keepalive: int
+    slurm_via: str = "srun"
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -204,7 +212,7 @@ def settings(config: Any, **flags: Any) -> Settings:
     )
     for key in ("activate", "tensorboard_cmd"):
         # Words our remote scripts reserve as heredoc delimiters.
-        if any(word in str(get(key) or "") for word in ("TBR_SH_EOF", "TBR_PY_EOF", "TBR_KILL_EOF")):
+        if any(word in str(get(key) or "") for word in ("TBR_SH_EOF", "TBR_PY_EOF", "TBR_KILL_EOF", "TBR_NODE_EOF")):
             raise TbError(f"{key} contains a word reserved by tensorboard-remote (TBR_..._EOF)")
     return Settings(
         logdir=text(get("logdir"), "logdir"),
@@ -222,5 +230,6 @@ def settings(config: Any, **flags: Any) -> Settings:
         command_timeout=seconds(get("command_timeout"), "command_timeout"),
         connect_timeout=int(seconds(get("connect_timeout"), "connect_timeout")) or 1,
         keepalive=int(seconds(get("keepalive"), "keepalive")) or 1,
+        slurm_via=choice(get("slurm_via"), "slurm_via", ("srun", "ssh")),
         local_port_explicit=local_port_explicit,
     )

@@ -7,7 +7,9 @@ defines are left to OpenSSH (``ssh -G``); we never parse ssh_config ourselves.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,6 +32,12 @@ class Target:
     connect_timeout: int = 10
     # No terminal to prompt on: fail instead of waiting on a hidden prompt.
     batch: bool = False
+    # Reach this host through the ControlMaster of another (a Slurm compute
+    # node through its login node): ``ssh -S jump_socket -W %h:%p jump``.
+    jump: Optional["Target"] = None
+    jump_socket: Optional[str] = None
+    # Shown after the host in messages, e.g. "job 123 on cn1".
+    tag: Optional[str] = None
 
     @property
     def label(self) -> str:
@@ -39,6 +47,8 @@ class Target:
             text = f"{self.user}@{text}"
         if self.port:
             text = f"{text}:{self.port}"
+        if self.tag:
+            text = f"{text} ({self.tag})"
         return text
 
     def to_dict(self) -> dict:
@@ -49,6 +59,9 @@ class Target:
             "ssh_config": self.ssh_config,
             "identities": list(self.identities),
             "connect_timeout": self.connect_timeout,
+            "jump": self.jump.to_dict() if self.jump else None,
+            "jump_socket": self.jump_socket,
+            "tag": self.tag,
         }
 
     @classmethod
@@ -61,6 +74,9 @@ class Target:
             identities=tuple(data.get("identities") or ()),
             connect_timeout=int(data.get("connect_timeout") or 10),
             batch=batch,
+            jump=cls.from_dict(data["jump"], batch=batch) if data.get("jump") else None,
+            jump_socket=data.get("jump_socket"),
+            tag=data.get("tag"),
         )
 
 
@@ -118,22 +134,56 @@ def base_options(target: Target) -> list[str]:
     argv += ["-o", f"ConnectTimeout={target.connect_timeout}"]
     if target.batch:
         argv += ["-o", "BatchMode=yes"]
+    if target.jump is not None and target.jump_socket:
+        argv += ["-o", f"ProxyCommand={proxy_command(target.jump, target.jump_socket)}"]
     return argv
 
 
-def control_path_pattern(control_dir: str) -> str:
-    """``%C`` keeps socket paths short (a hash), unlike the seed's %r@%h:%p."""
-    return f"{control_dir.rstrip('/')}/tb-%C"
+def proxy_command(jump: Target, socket: str) -> str:
+    """``ProxyCommand`` that reaches ``%h:%p`` through the jump host's master.
+
+    It rides the master that is already logged in to the jump host, so the
+    jump host never sees a second login (nor a second two-factor prompt);
+    BatchMode makes it fail rather than log in again if that master is gone.
+    ssh runs a ProxyCommand with ``/bin/sh -c`` after expanding ``%`` tokens:
+    every word is shell-quoted and every literal ``%`` doubled.
+    """
+    argv = [
+        "ssh",
+        *base_options(dataclasses.replace(jump, batch=True)),
+        "-S",
+        socket,
+        "-o",
+        "ControlMaster=no",
+        "-W",
+        "%h:%p",
+        "--",
+        jump.host,
+    ]
+    words = [shlex.quote(word.replace("%", "%%")) for word in argv]
+    # The two tokens ssh must expand stay unquoted and undoubled.
+    return " ".join(words).replace(shlex.quote("%%h:%%p"), "%h:%p")
 
 
-def resolve_argv(target: Target, control_dir: str) -> list[str]:
+def control_path_pattern(control_dir: str, suffix: str = "") -> str:
+    """``%C`` keeps socket paths short (a hash), unlike the seed's %r@%h:%p.
+
+    ``suffix`` (``-j`` and a hash of a job) gives a Slurm job's session a
+    master and state of its own beside the login host's.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9-]*", suffix):
+        raise ValueError(f"bad control path suffix {suffix!r}")
+    return f"{control_dir.rstrip('/').replace('%', '%%')}/tb-%C{suffix}"
+
+
+def resolve_argv(target: Target, control_dir: str, suffix: str = "") -> list[str]:
     """``ssh -G``: OpenSSH expands the control path and resolves the host."""
     return [
         "ssh",
         "-G",
         *base_options(target),
         "-o",
-        f"ControlPath={control_path_pattern(control_dir)}",
+        f"ControlPath={control_path_pattern(control_dir, suffix)}",
         "--",
         target.host,
     ]
@@ -174,17 +224,23 @@ def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[s
     ]
 
 
-def forward_spec(local_port: int, endpoint: str) -> str:
+_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+
+
+def forward_spec(local_port: int, endpoint: str, remote_host: str = "127.0.0.1") -> str:
     """``-L`` spec: always bind 127.0.0.1 here, never an address others reach.
 
-    ``endpoint`` is ``unix /abs/path`` or ``tcp PORT`` (on the remote's
-    127.0.0.1, never ``localhost``: ``::1`` may be another program).
+    ``endpoint`` is ``unix /abs/path`` or ``tcp PORT``, on the remote's
+    127.0.0.1 (never ``localhost``: ``::1`` may be another program) or, for a
+    Slurm compute node reached from its login node, on ``remote_host``.
     """
     kind, _, where = endpoint.partition(" ")
-    if kind == "unix" and where.startswith("/"):
+    if not _ADDRESS.fullmatch(remote_host):
+        raise ValueError(f"bad remote host {remote_host!r}")
+    if kind == "unix" and where.startswith("/") and remote_host == "127.0.0.1":
         return f"127.0.0.1:{int(local_port)}:{where}"
     if kind == "tcp" and where.isdigit():
-        return f"127.0.0.1:{int(local_port)}:127.0.0.1:{int(where)}"
+        return f"127.0.0.1:{int(local_port)}:{remote_host}:{int(where)}"
     raise ValueError(f"bad endpoint {endpoint!r}")
 
 

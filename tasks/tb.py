@@ -36,6 +36,7 @@ _COMMON_HELP = {
     "control-dir": "Directory for control sockets and state (default ~/.ssh/controlmasters).",
     "ssh-config": "ssh_config file for OpenSSH, passed as ssh -F (default: fab -S, then OpenSSH's).",
     "verbose": "Print every ssh command as it runs.",
+    "job": "A Slurm job (id or name) on the login host given as host: act on TensorBoard on its node.",
 }
 
 _START_HELP = {
@@ -53,6 +54,7 @@ _START_HELP = {
     "quiet": "Print only the URL (for scripts).",
     "hosts": "Start several hosts at once, comma-separated (each gets its own local port).",
     "open": "Open the URL in your browser when ready (config: tb.open).",
+    "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
 
@@ -132,6 +134,8 @@ def start(
     quiet=False,
     open=None,
     hosts=None,
+    job=None,
+    slurm_via=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     try:
@@ -148,8 +152,11 @@ def start(
             serve=serve,
             url_token=url_token,
             data_server=data_server,
+            slurm_via=slurm_via,
         )
         ssh_config_path = _ssh_config(c, ssh_config)
+        if job is not None and hosts:
+            raise TbError("--job and --hosts do not go together: one login host per job")
         shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
         if hosts:
             urls = _start_many(c, hosts, ssh_config_path, config, shell, quiet)
@@ -159,7 +166,10 @@ def start(
                 raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
             report = Reporter(quiet=quiet)
             try:
-                urls = [lifecycle.start(shell, target, config, report)["url"]]
+                if job is not None:
+                    urls = [lifecycle.start_job(shell, target, config, report, str(job))["url"]]
+                else:
+                    urls = [lifecycle.start(shell, target, config, report)["url"]]
             finally:
                 report.close()
         if yes_no(resolve(c.config, "open", open), "open"):
@@ -196,25 +206,32 @@ def _start_many(c: Any, hosts: str, ssh_config: Optional[str], config: Any, shel
     return urls
 
 
-def _targets(c: Any, host: Optional[str], config: Any, ssh_config: Optional[str]) -> Iterator[tuple[Target, Optional[state.Paths]]]:
-    """The given host, or every host with state in the control directory."""
+def _targets(
+    c: Any, host: Optional[str], config: Any, ssh_config: Optional[str], shell: Any, job: Optional[str] = None
+) -> Iterator[tuple[Target, state.Paths]]:
+    """The given host (with --job: that job's session on it), or every
+    session with state in the control directory."""
     target = _target(c, host, _ssh_config(c, ssh_config), config.connect_timeout)
     if target is not None:
-        yield target, None
+        if job is not None:
+            yield lifecycle.job_session(shell, target, config.control_dir, str(job))
+        else:
+            yield target, lifecycle.locate(shell, target, config.control_dir)
         return
+    if job is not None:
+        raise TbError("--job needs the login host: fab -H LOGIN, --host LOGIN or tb.host")
     for paths, data in state.all_states(state.control_dir(config.control_dir)):
         yield Target.from_dict(data["target"], batch=not sys.stdin.isatty()), paths
 
 
 @task(help=_COMMON_HELP, auto_shortflags=False)
-def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
+def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None):
     """Say whether tunnel, remote TensorBoard and page are healthy; exit 1 if not."""
     try:
         config = settings(c.config, control_dir=control_dir)
         shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
         results = []
-        for target, paths in _targets(c, host, config, ssh_config):
-            paths = paths or lifecycle.locate(shell, target, config.control_dir)
+        for target, paths in _targets(c, host, config, ssh_config, shell, job):
             health = lifecycle.check(shell, target, paths)
             _say(health.line)
             results.append(health.ok)
@@ -227,15 +244,14 @@ def check(c, host=None, control_dir=None, ssh_config=None, verbose=False):
 
 
 @task(name="exit", help=_COMMON_HELP, auto_shortflags=False)
-def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False):
+def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None):
     """Close the tunnel and stop only the TensorBoard that tb.start started."""
     try:
         config = settings(c.config, control_dir=control_dir)
         shell = lifecycle.Shell(c, verbose=verbose, quick=config.command_timeout)
         found = False
-        for target, paths in _targets(c, host, config, ssh_config):
+        for target, paths in _targets(c, host, config, ssh_config, shell, job):
             found = True
-            paths = paths or lifecycle.locate(shell, target, config.control_dir)
             lifecycle.stop(shell, target, paths, _say)
         if not found:
             _say("nothing to stop: no tunnel of ours is open on this machine")
@@ -243,13 +259,12 @@ def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False):
         raise _edge(error) from None
 
 
-def _one_session(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config: Optional[str]):
+def _one_session(c: Any, host: Optional[str], control_dir: Optional[str], ssh_config: Optional[str], job: Optional[str] = None):
     """The session for ``host``, or the only one recorded here."""
     config = settings(c.config, control_dir=control_dir)
     shell = lifecycle.Shell(c, quick=config.command_timeout)
     found = []
-    for target, paths in _targets(c, host, config, ssh_config):
-        paths = paths or lifecycle.locate(shell, target, config.control_dir)
+    for target, paths in _targets(c, host, config, ssh_config, shell, job):
         data = state.load(paths)
         if not data:
             raise TbError(f"{target.label}: no tunnel (start one with tb.start)")
@@ -270,10 +285,10 @@ _LOGS_HELP = {
 
 
 @task(help=_LOGS_HELP, auto_shortflags=False)
-def logs(c, host=None, control_dir=None, ssh_config=None, lines=40, follow=False):
+def logs(c, host=None, control_dir=None, ssh_config=None, lines=40, follow=False, job=None):
     """Show the tail of the remote TensorBoard log (--follow to keep watching)."""
     try:
-        shell, (target, paths, data) = _one_session(c, host, control_dir, ssh_config)
+        shell, (target, paths, data) = _one_session(c, host, control_dir, ssh_config, job)
         rundir = remote.run_dir(data["remote_dir"], data["sid"])
         via = paths if lifecycle.master_state(shell, target, paths)[0] == "up" else None
         script = remote.log_script(rundir, int(lines), follow=bool(follow))
@@ -290,10 +305,10 @@ _OPEN_HELP = {k: v for k, v in _COMMON_HELP.items() if k != "verbose"}
 
 
 @task(name="open", help=_OPEN_HELP, auto_shortflags=False)
-def open_(c, host=None, control_dir=None, ssh_config=None):
+def open_(c, host=None, control_dir=None, ssh_config=None, job=None):
     """Open the running TensorBoard in your browser."""
     try:
-        _, (_, _, data) = _one_session(c, host, control_dir, ssh_config)
+        _, (_, _, data) = _one_session(c, host, control_dir, ssh_config, job)
         if not data.get("local_port"):
             raise TbError("the tunnel is not complete yet: run tb.start")
         if not browse(lifecycle.url_for(data), _say):

@@ -1,0 +1,228 @@
+"""tb.start --job against a real one-node Slurm (see slurmcluster.py).
+
+The login node is a test sshd that lets in an ordinary user, ``tbr-alice``,
+with ``SLURM_CONF`` set for her sessions (sshd's SetEnv). Her job runs on
+node ``cn1`` at 127.0.0.2; TensorBoard is the cluster's own (a venv of
+Debian's python3 that she can read), reached through ``activate``. In ssh
+mode a second sshd on 127.0.0.2 plays the node's sshd.
+
+These tests need root (Slurm's daemons, useradd); without it they say so
+and skip. CI runs as root, so there they run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tensorboard_remote.sandbox import Sandbox, write_sample_logdir
+
+from .conftest import BIN, REPO, alive, cmdline, http_json, wait_gone
+from .slurmcluster import NODE, NODE_ADDR, SlurmCluster, why_not
+
+ALICE = "tbr-alice"
+BOB = "tbr-bob"
+CLUSTER_VENV = Path("/tmp/tbr-cluster-venv")
+TENSORBOARD_VERSION = "2.21.0"
+
+pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["/usr/sbin/useradd", "-m", "-s", "/bin/bash", name], check=True)
+    # No password, but not locked: sshd refuses locked accounts even for keys.
+    subprocess.run(["/usr/sbin/usermod", "-p", "*", name], check=True)
+    return pwd.getpwnam(name)
+
+
+def _cluster_tensorboard() -> Path:
+    """The cluster's TensorBoard: a venv of Debian's python3, readable by all
+    (the test runner's own Python may live in root's 0700 home)."""
+    python = CLUSTER_VENV / "bin" / "python"
+    check = [str(python), "-c", f"import tensorboard; assert tensorboard.__version__ == {TENSORBOARD_VERSION!r}"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return CLUSTER_VENV
+    shutil.rmtree(CLUSTER_VENV, ignore_errors=True)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(CLUSTER_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"tensorboard=={TENSORBOARD_VERSION}"],
+        check=True,
+    )
+    subprocess.run(check, check=True)
+    return CLUSTER_VENV
+
+
+@pytest.fixture(scope="module")
+def slurm(short_base):
+    cluster = SlurmCluster(Path("/tmp") / f"tbr-slurm-{os.getpid()}", proctrack="cgroup").start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(slurm, base, short_base):
+    """Users, the login node's sshd, the node's sshd, TensorBoard and a logdir."""
+    alice = _user(ALICE)
+    _user(BOB)
+    venv = _cluster_tensorboard()
+    # sshd reads authorized_keys as the user: not under pytest's 0700 base.
+    login = Sandbox(slurm.dir / "sshd-login", alias="login", user=ALICE).create(
+        extra_sshd=f"SetEnv SLURM_CONF={slurm.conf}"
+    ).start()
+    node = Sandbox(slurm.dir / "sshd-cn1", alias=NODE, user=ALICE, address=NODE_ADDR).create().start()
+    config = base / "cluster_ssh_config"
+    config.write_text(login.ssh_config.read_text() + node.ssh_config.read_text())
+    home = Path(alice.pw_dir)
+    logdir = home / f"tbr-test-{os.getpid()}" / "logdir"
+    write_sample_logdir(logdir)
+    for path in (logdir.parent, *logdir.parent.rglob("*")):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+    yield {
+        "login": login,
+        "node": node,
+        "config": config,
+        "activate": f"source {venv}/bin/activate",
+        "logdir": logdir,
+        "home": home,
+    }
+    login.stop()
+    node.stop()
+    shutil.rmtree(logdir.parent, ignore_errors=True)
+
+
+class Session:
+    """One test's runner: fab against the login host, hermetic env."""
+
+    def __init__(self, cluster: dict, control_dir: Path, tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.control_dir = control_dir
+        self.home = tmp_path / "home"
+        self.home.mkdir()
+
+    def env(self, **extra: str) -> dict:
+        env = {
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+        }
+        for prefix in ("INVOKE", "FABRIC"):
+            env.update({
+                f"{prefix}_TB_CONTROL_DIR": str(self.control_dir),
+                f"{prefix}_TB_LOGDIR": str(self.cluster["logdir"]),
+                f"{prefix}_TB_ACTIVATE": self.cluster["activate"],
+                f"{prefix}_TB_START_TIMEOUT": "40",
+            })
+        env.update(extra)
+        return env
+
+    def fab(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        argv = [str(BIN / "fab"), "-H", "login", "-S", str(self.cluster["config"]), *args]
+        return subprocess.run(argv, cwd=REPO, env=env or self.env(), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=120)
+
+    def invoke(self, *args: str) -> subprocess.CompletedProcess:
+        env = self.env(INVOKE_TB_SSH_CONFIG=str(self.cluster["config"]))
+        return subprocess.run([str(BIN / "invoke"), *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+@pytest.fixture
+def session(cluster, short_dir, tmp_path, slurm):
+    world = Session(cluster, short_dir, tmp_path)
+    yield world
+    # Whatever a test left: exit every session, then nothing of ours runs.
+    world.invoke("tb.exit")
+    left = [pid for pid in slurm.ours() if "launch.py" in cmdline(pid)]
+    for pid in left:
+        os.kill(pid, 9)
+    masters = [pid for pid in _pids() if str(short_dir) in cmdline(pid)]
+    for pid in masters:
+        os.kill(pid, 9)
+    assert not left and not masters, f"left behind: {left + masters}"
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _tensorboards(slurm: SlurmCluster) -> list[int]:
+    return [pid for pid in slurm.ours() if "launch.py" in cmdline(pid) and alive(pid)]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def _running_job(slurm: SlurmCluster, user: str = ALICE, **kw) -> str:
+    job = slurm.submit(user, **kw)
+    slurm.wait_running(job)
+    return job
+
+
+def _url(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stdout.splitlines() if "ready at " in line]
+    assert lines, result.stdout + result.stderr
+    return lines[-1].split("ready at ")[1].split()[0]
+
+
+def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that_step(session, slurm, cluster):
+    job = _running_job(slurm)
+    logins = cluster["login"].accepted_logins()
+
+    started = session.fab("tb.start", "--job", job)
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = _url(started)
+    assert f"job {job} runs on {NODE} ({NODE_ADDR})" in started.stdout
+    runs = http_json(url + "data/runs")
+    assert sorted(runs) == ["baseline", "wider"]
+
+    # TensorBoard is a step of the job, on the node's address only.
+    (pid,) = _tensorboards(slurm)
+    env = _environ(pid)
+    assert env["SLURM_JOB_ID"] == job and "SLURM_STEP_ID" in env
+    assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(ALICE).pw_uid
+    port = int(url.split(":")[2].split("/")[0])
+    state = [p for p in session.control_dir.glob("tb-*.json")]
+    assert len(state) == 1
+    import json
+
+    recorded = json.loads(state[0].read_text())
+    assert recorded["job"] == {"spec": job, "id": job, "node": NODE, "addr": NODE_ADDR, "via": "srun"}
+    remote_port = int(recorded["endpoint"].split()[1])
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{remote_port}/", timeout=2)
+    # Without the token, the node's port gives nothing away.
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://{NODE_ADDR}:{remote_port}/data/runs", timeout=2)
+    assert port != remote_port or True
+
+    checked = session.fab("tb.check", "--job", job)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"login (job {job}): ok {url}" in checked.stdout
+
+    listed = session.invoke("tb.list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert f"(job {job})" in listed.stdout and '"healthy": true' in listed.stdout
+
+    stopped = session.fab("tb.exit", "--job", job)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert f"ended its step in job {job} on {NODE} (the job itself is left running)" in stopped.stdout
+    assert wait_gone(pid)
+    assert slurm.job_state(job) == "RUNNING"
+    assert not list(session.control_dir.glob("tb-*.json"))
+    # start, check and exit: one login to the login node.
+    assert cluster["login"].accepted_logins() - logins == 1
+    slurm.cancel(job)
