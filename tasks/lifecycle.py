@@ -484,7 +484,7 @@ def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Repo
         what=f"squeue on {target.label}",
     )
     reply = remote.parse_reply(outcome.stdout)
-    where = target.label
+    where = dataclasses.replace(target, tag=None).label
     if reply is None:
         reason = _last_line(outcome.stderr) or f"exit status {outcome.code}"
         raise TbError(f"looking up job {spec} on {where} failed: {reason}")
@@ -496,7 +496,7 @@ def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Repo
         raise TbError(f"squeue failed on {where}: {detail.partition(' ')[2] or detail}")
     outcome_jobs = remote.parse_jobs(outcome.stdout)
     job = remote.pick_job(outcome_jobs, spec, info.get("user", "?"), where)
-    report.say(f"{where}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr not in ("-", job.node) else ""))
+    report.say(f"{target.label}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr not in ("-", job.node) else ""))
     return job
 
 
@@ -973,10 +973,10 @@ def stop(shell: Shell, target: Target, paths: Paths, say: Say) -> None:
             _clear_stale(paths)
         state.remove(paths)
         parts = []
-        job = data.get("job")
-        if job and job.get("via") == "srun":
-            parts.append(f"ended its step in job {job['id']} on {job['node']} (the job itself is left running)")
-        if word == "stopped":
+        job = data.get("job") or {}
+        if job.get("via") == "srun" and word == "stopped":
+            parts.append(f"ended TensorBoard's step in job {job['id']} on {job['node']} (srun pid {detail}; the job itself is left running)")
+        elif word == "stopped":
             parts.append(f"stopped TensorBoard (pid {detail})")
         elif word == "gone":
             parts.append(f"TensorBoard pid {detail} had already exited")

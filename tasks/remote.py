@@ -590,12 +590,12 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
     by_id = bool(_JOB_ID.fullmatch(spec))
     if not jobs:
         if by_id:
-            return _fail(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
-        return _fail(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
+            raise TbError(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
+        raise TbError(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
     if by_id:
         job = jobs[0]
         if job.owner != me:
-            return _fail(
+            raise TbError(
                 f"job {spec} belongs to {job.owner}, not to you ({me}) on {where}: "
                 f"tensorboard-remote attaches only to your own jobs"
             )
@@ -605,19 +605,15 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
         if len(candidates) > 1:
             ids = ", ".join(job.id for job in candidates)
             state = candidates[0].state.lower() if all(j.state == candidates[0].state for j in candidates) else "listed"
-            return _fail(f"several {state} jobs of yours are named {spec!r} ({ids}): give the job id with --job")
+            raise TbError(f"several {state} jobs of yours are named {spec!r} ({ids}): give the job id with --job")
     job = candidates[0]
     if job.state == "RUNNING" and job.node != "-":
         return job
     if job.state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"):
-        return _fail(
+        raise TbError(
             f"job {job.id} is {job.state.lower()}: it has no node yet; "
             f"run tb.start --job {spec} again once squeue shows it RUNNING"
         )
     if job.state in _ENDED or job.state == "COMPLETING":
-        return _fail(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")
-    return _fail(f"job {job.id} is {job.state.lower()}, not running: cannot start TensorBoard on its node")
-
-
-def _fail(message: str) -> Job:
-    raise TbError(message)
+        raise TbError(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")
+    raise TbError(f"job {job.id} is {job.state.lower()}, not running: cannot start TensorBoard on its node")

@@ -93,3 +93,36 @@ def test_hosts_parse_like_fabric_host_strings(text, expected):
 def test_hosts_that_could_be_options_or_shell_are_refused(host):
     with pytest.raises(TbError):
         sshargv.parse_host(host)
+
+
+def test_a_compute_node_is_reached_through_the_login_nodes_master_without_a_second_login():
+    login = Target("login", user="alice", ssh_config="/etc/my ssh/config", identities=("/k/id",))
+    node = Target("cn1", user="alice", jump=login, jump_socket="/cm/tb-ab-j1%x", tag="job 7 via login")
+    argv = sshargv.master_argv(node, "/cm/n", 15, "/cm/n.log")
+    options = [argv[i + 1] for i, word in enumerate(argv) if word == "-o"]
+    (proxy,) = [o.split("=", 1)[1] for o in options if o.startswith("ProxyCommand=")]
+    # ssh hands the command to /bin/sh after expanding %h/%p: quoted words,
+    # a doubled literal %, and the two tokens left for ssh.
+    import shlex
+
+    words = shlex.split(proxy.replace("%%", "%"))
+    assert words[0] == "ssh" and words[-2:] == ["--", "login"]
+    assert words[words.index("-S") + 1] == "/cm/tb-ab-j1%x"
+    assert words[words.index("-W") + 1] == "%h:%p"
+    assert words[words.index("-F") + 1] == "/etc/my ssh/config"
+    assert "BatchMode=yes" in words and "ControlMaster=no" in words
+    assert "'%h:%p'" not in proxy and "%%x" in proxy
+    assert node.label == "alice@cn1 (job 7 via login)"
+    assert Target.from_dict(node.to_dict()) == node
+
+
+def test_a_job_session_has_a_control_path_of_its_own_and_forwards_to_the_node():
+    argv = sshargv.resolve_argv(Target("login"), "/cm", "-j0123abcd")
+    assert "ControlPath=/cm/tb-%C-j0123abcd" in argv
+    with pytest.raises(ValueError):
+        sshargv.control_path_pattern("/cm", "-j%h")
+    assert sshargv.forward_spec(6006, "tcp 41234", "10.1.2.3") == "127.0.0.1:6006:10.1.2.3:41234"
+    with pytest.raises(ValueError):
+        sshargv.forward_spec(6006, "unix /x/tb.sock", "cn1")  # a node's socket is not on the login node
+    with pytest.raises(ValueError):
+        sshargv.forward_spec(6006, "tcp 1", "-oProxyCommand=x")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tensorboard_remote import remote
+from tensorboard_remote.settings import TbError
 
 from .conftest import alive, wait_gone
 
@@ -206,3 +207,51 @@ def test_a_setting_holding_the_reserved_heredoc_word_is_a_clear_error():
 
     with pytest.raises(TbError, match="reserved word TBR_SH_EOF"):
         remote.start_script(remote.run_dir("/x", SID), "logs", "tensorboard", "echo\nTBR_SH_EOF\nrm -rf ~")
+
+
+def _jobs(*lines):
+    return remote.parse_jobs("tbr-info user alice\n" + "".join(f"tbr-job {line}\n" for line in lines) + "tbr jobs\n")
+
+
+def test_a_running_job_of_ours_gives_its_first_node_and_address():
+    job = remote.pick_job(_jobs("12 RUNNING alice cn3 10.0.0.3"), "12", "alice", "login")
+    assert (job.id, job.node, job.addr) == ("12", "cn3", "10.0.0.3")
+    by_name = remote.pick_job(_jobs("12 PENDING alice - -", "13 RUNNING alice cn4 -"), "train", "alice", "login")
+    assert by_name.id == "13"
+
+
+@pytest.mark.parametrize(
+    "lines, spec, message",
+    [
+        ((), "12", "job 12 is not in Slurm's queue on login: it has ended or never existed"),
+        ((), "train", "no job named 'train' of yours (alice) is in Slurm's queue on login"),
+        (("12 RUNNING bob cn1 -",), "12", "job 12 belongs to bob, not to you (alice) on login"),
+        (("12 PENDING alice - -",), "12", "job 12 is pending: it has no node yet"),
+        (("12 COMPLETED alice - -",), "12", "job 12 has ended (completed)"),
+        (("12 SUSPENDED alice - -",), "12", "job 12 is suspended, not running"),
+        (("12 RUNNING alice cn1 -", "13 RUNNING alice cn2 -"), "train", "several running jobs of yours are named 'train' (12, 13)"),
+    ],
+)
+def test_a_job_we_cannot_attach_to_is_a_one_line_reason(lines, spec, message):
+    with pytest.raises(TbError) as error:
+        remote.pick_job(_jobs(*lines), spec, "alice", "login")
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spec", ["1;rm -rf ~", "", "-1", "a b", "$(id)", "x" * 201])
+def test_a_job_spec_that_is_neither_an_id_nor_a_plain_name_is_refused(spec):
+    with pytest.raises(TbError, match="refusing job"):
+        remote.check_job(spec)
+    assert remote.check_job("123_4") == "123_4" and remote.check_job("bert-large.v2") == "bert-large.v2"
+
+
+def test_a_job_step_keeps_the_token_off_every_command_line():
+    step = remote.Step("12", "cn1", "10.0.0.3")
+    script = remote.start_script('"$HOME"/.tb/0123456789abcdef', "./logdir", "tensorboard", "", token="s3cretTOKEN", step=step)
+    srun_line = [line for line in script.splitlines() if line.startswith("exec srun")]
+    assert srun_line and "s3cretTOKEN" not in srun_line[0]
+    assert "--overlap" in srun_line[0] and "--jobid=12" in srun_line[0] and "--nodelist=cn1" in srun_line[0]
+    assert "TBR_HOST=10.0.0.3" in script and "TBR_REMOVE_DIR=1" in script
+    with pytest.raises(ValueError):
+        remote.Step("12;x", "cn1", "a")

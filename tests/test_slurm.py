@@ -207,7 +207,6 @@ def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that
     # Without the token, the node's port gives nothing away.
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://{NODE_ADDR}:{remote_port}/data/runs", timeout=2)
-    assert port != remote_port or True
 
     checked = session.fab("tb.check", "--job", job)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -219,10 +218,96 @@ def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that
 
     stopped = session.fab("tb.exit", "--job", job)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert f"ended its step in job {job} on {NODE} (the job itself is left running)" in stopped.stdout
+    assert f"ended TensorBoard's step in job {job} on {NODE} (srun pid " in stopped.stdout
+    assert "the job itself is left running" in stopped.stdout
     assert wait_gone(pid)
     assert slurm.job_state(job) == "RUNNING"
     assert not list(session.control_dir.glob("tb-*.json"))
     # start, check and exit: one login to the login node.
     assert cluster["login"].accepted_logins() - logins == 1
+    slurm.cancel(job)
+
+
+def _nothing_recorded(session: Session) -> None:
+    assert not list(session.control_dir.glob("tb-*.json"))
+    assert not list(session.control_dir.glob("tb-*[0-9a-f]")), "a control socket is left"
+    assert not [pid for pid in _pids() if str(session.control_dir) in cmdline(pid) and alive(pid)]
+
+
+def test_a_pending_ended_unknown_or_someone_elses_job_is_a_one_line_error(session, slurm):
+    pending = slurm.submit(ALICE, extra=("--begin=now+3600",))
+    ended = _running_job(slurm, name="short")
+    slurm.cancel(ended)
+    deadline = time.monotonic() + 10
+    while slurm.job_state(ended) not in ("CANCELLED", "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    bobs = _running_job(slurm, BOB)
+    cases = [
+        (pending, f"job {pending} is pending: it has no node yet; run tb.start --job {pending} again once squeue shows it RUNNING"),
+        (ended, f"job {ended} has ended (cancelled): there is no node to start TensorBoard on"),
+        ("999999", "job 999999 is not in Slurm's queue on login: it has ended or never existed"),
+        (bobs, f"job {bobs} belongs to {BOB}, not to you ({ALICE}) on login: tensorboard-remote attaches only to your own jobs"),
+        ("nosuchname", f"no job named 'nosuchname' of yours ({ALICE}) is in Slurm's queue on login"),
+    ]
+    for job, message in cases:
+        result = session.fab("tb.start", "--job", job)
+        assert result.returncode == 1, (job, result.stdout, result.stderr)
+        assert result.stderr.strip() == f"tensorboard-remote: {message}", result.stderr
+        _nothing_recorded(session)
+    # Someone else's job keeps running, untouched.
+    assert slurm.job_state(bobs) == "RUNNING"
+    bad = session.fab("tb.start", "--job", "1;rm -rf ~")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("tensorboard-remote: refusing job '1;rm -rf ~'")
+    for job in (pending, bobs):
+        slurm.cancel(job)
+
+
+def test_when_the_job_ends_check_says_so_and_exit_cleans_up(session, slurm):
+    job = _running_job(slurm, name="ends")
+    started = session.fab("tb.start", "--job", "ends")
+    assert started.returncode == 0, started.stdout + started.stderr
+    (pid,) = _tensorboards(slurm)
+    slurm.cancel(job)
+    # Slurm ends the step with the job (proctrack/cgroup): TensorBoard too.
+    assert wait_gone(pid, 15)
+    checked = session.fab("tb.check", "--job", "ends")
+    assert checked.returncode == 1
+    assert f"TensorBoard's step in job {job} on {NODE} has ended (has the job ended? squeue -j {job}); tb.exit cleans up" in checked.stdout
+    stopped = session.fab("tb.exit", "--job", "ends")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "had already exited" in stopped.stdout
+    _nothing_recorded(session)
+
+
+def test_ssh_mode_reaches_the_nodes_sshd_through_the_login_node_with_one_login_each(session, slurm, cluster):
+    job = _running_job(slurm, name="viassh")
+    login_before = cluster["login"].accepted_logins()
+    node_before = cluster["node"].accepted_logins()
+
+    started = session.invoke("tb.start", "--host", "login", "--job", "viassh", "--slurm-via", "ssh")
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = _url(started)
+    assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
+    assert f"{ALICE}@{NODE}" not in started.stdout  # the user comes from ssh_config
+    assert f"{NODE} (job {job} via login): started TensorBoard" in started.stdout
+    # On the node, as on any host: a private Unix socket, no TCP port.
+    import json
+
+    (record,) = [json.loads(p.read_text()) for p in session.control_dir.glob("tb-*.json")]
+    assert record["endpoint"].startswith("unix ")
+    assert record["job"]["via"] == "ssh" and record["target"]["host"] == NODE
+
+    checked = session.invoke("tb.check", "--host", "login", "--job", "viassh")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    everything = session.invoke("tb.check")
+    assert everything.returncode == 0 and f"{NODE} (job {job} via login): ok" in everything.stdout
+
+    stopped = session.invoke("tb.exit", "--host", "login", "--job", "viassh")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "closed the connection to the login node" in stopped.stdout
+    _nothing_recorded(session)
+    assert cluster["login"].accepted_logins() - login_before == 1
+    assert cluster["node"].accepted_logins() - node_before == 1
+    assert slurm.job_state(job) == "RUNNING"
     slurm.cancel(job)
