@@ -26,6 +26,9 @@ HELP = """tensorboard-remote: watch TensorBoard on a remote host from your brows
   list    one row per tunnel: host, URL, pid, logdir, uptime, health
   demo    try it on a throwaway sshd on 127.0.0.1 (demo --stop ends it)
 
+With --job JOB (a Slurm job id or name) and the login node as HOST, start,
+check, exit, logs and open act on TensorBoard on that job's node.
+
 Options of an action: tensorboard-remote HOST ACTION --help
 """
 

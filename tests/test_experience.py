@@ -182,3 +182,22 @@ def test_a_host_behind_a_jump_host_works_with_no_extra_setting(rig, strict_sandb
     assert "serving on unix" in rig.run([*fab, "tb.logs"]).stdout
     stop = rig.run([*fab, "tb.exit"])
     assert stop.returncode == 0 and "stopped TensorBoard" in stop.stdout
+
+
+def test_a_host_defined_only_in_a_match_block_works_with_no_extra_setting(rig, tmp_path):
+    # No "Host exp-box" anywhere: a Match block gives its address, port, user
+    # and key. Only OpenSSH (ssh -G, and ssh itself) reads it.
+    body = rig.sandbox.ssh_config.read_text().split("\n", 1)[1]
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Match originalhost exp-box exec \"test -n '%h'\"\n" + body)
+    assert "Host " not in cfg.read_text()
+    before = rig.sandbox.accepted_logins()
+    fab = [str(BIN / "fab"), "-H", "exp-box", "-S", str(cfg)]
+    start = rig.run([*fab, "tb.start"])
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert "exp-box: TensorBoard ready at" in start.stdout
+    check = rig.run([*fab, "tb.check"])
+    assert check.returncode == 0 and "exp-box: ok" in check.stdout, check.stdout + check.stderr
+    stop = rig.run([*fab, "tb.exit"])
+    assert stop.returncode == 0 and "stopped TensorBoard" in stop.stdout
+    assert rig.sandbox.accepted_logins() == before + 1
