@@ -63,9 +63,14 @@ def _cluster_tensorboard() -> Path:
     return CLUSTER_VENV
 
 
+#: How slurmd tracks a step's processes; test_slurm_linuxproc.py sets linuxproc.
+PROCTRACK = "cgroup"
+
+
 @pytest.fixture(scope="module")
-def slurm(short_base):
-    cluster = SlurmCluster(Path("/tmp") / f"tbr-slurm-{os.getpid()}", proctrack="cgroup").start()
+def slurm(short_base, request):
+    proctrack = getattr(request.module, "PROCTRACK", PROCTRACK)
+    cluster = SlurmCluster(Path("/tmp") / f"tbr-slurm-{os.getpid()}-{proctrack}", proctrack=proctrack).start()
     yield cluster
     cluster.stop()
     shutil.rmtree(cluster.dir, ignore_errors=True)
@@ -179,6 +184,11 @@ def _url(result: subprocess.CompletedProcess) -> str:
 
 
 def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that_step(session, slurm, cluster):
+    cycle(session, slurm, cluster)
+
+
+def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
+    """start, check, warm start, logs, list and exit on a running job."""
     job = _running_job(slurm)
     logins = cluster["login"].accepted_logins()
 
@@ -211,6 +221,11 @@ def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that
     checked = session.fab("tb.check", "--job", job)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"login (job {job}): ok {url}" in checked.stdout
+    again = session.fab("tb.start", "--job", job)
+    assert again.returncode == 0 and _url(again) == url, again.stdout + again.stderr
+    assert "reusing the tunnel" in again.stdout and _tensorboards(slurm) == [pid]
+    logs = session.fab("tb.logs", "--job", job)
+    assert logs.returncode == 0 and f"serving on tcp {remote_port}" in logs.stdout, logs.stdout + logs.stderr
 
     listed = session.invoke("tb.list", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -1,0 +1,32 @@
+"""The same job cycle under ``proctrack/linuxproc`` (test_slurm.py runs
+``proctrack/cgroup``): there a step's leftovers survive the step, here our
+step is what we keep in the foreground, so both end TensorBoard alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from .test_slurm import cluster, cycle, session, slurm, why_not  # noqa: F401 - fixtures
+
+PROCTRACK = "linuxproc"
+
+pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
+
+
+def test_the_job_cycle_works_the_same_under_linuxproc(session, slurm, cluster):  # noqa: F811
+    assert "ProctrackType=proctrack/linuxproc" in slurm.conf.read_text()
+    cycle(session, slurm, cluster)
+
+
+def test_when_the_job_is_cancelled_its_tensorboard_step_ends_under_linuxproc_too(session, slurm):  # noqa: F811
+    from .test_slurm import _running_job, _tensorboards
+    from .conftest import wait_gone
+
+    job = _running_job(slurm)
+    started = session.fab("tb.start", "--job", job)
+    assert started.returncode == 0, started.stdout + started.stderr
+    (pid,) = _tensorboards(slurm)
+    slurm.cancel(job)
+    assert wait_gone(pid, 15)
+    assert session.fab("tb.check", "--job", job).returncode == 1
+    assert session.fab("tb.exit", "--job", job).returncode == 0
