@@ -8,7 +8,8 @@ Rounds alternate, so both sides see the same machine state:
   2. cold `fab -H host tb.start` (nothing running) and cold
      `tensorboard-remote HOST start`, until they exit with the URL printed;
   3. warm `fab tb.start` (all up), `invoke tb.check`, `fab tb.exit`;
-  4. N hosts at once (`invoke tb.start --hosts ...`), start and exit.
+  4. N hosts at once (`invoke tb.start --hosts ...`), start and exit; and
+     the largest N one by one (`fab -H h0,h1,... tb.start`), for comparison.
 It prints medians, the ratios us/by-hand, and the floor: TensorBoard's own
 spawn-to-first-answer plus one SSH handshake (plus the CLI's import), all
 measured in this run. Nothing is asserted: this prints figures.
@@ -207,6 +208,13 @@ def main() -> None:
                     hosts = ",".join(f"h{i}" for i in range(n))
                     add(f"{n} host(s) at once: start", bench.invoke("tb.start", "--hosts", hosts))
                     add(f"{n} host(s) at once: exit", bench.invoke("tb.exit"))
+                if max(counts) > 1:
+                    # Fabric's own -H a,b,...: one host after the other.
+                    n = max(counts)
+                    hosts = ",".join(f"h{i}" for i in range(n))
+                    add(f"{n} host(s) one by one (fab -H): start",
+                        bench.run([str(BIN / "fab"), "-H", hosts, "-S", str(bench.cfg), "tb.start"]))
+                    bench.invoke("tb.exit")
         finally:
             bench.close()
 
@@ -223,6 +231,8 @@ def main() -> None:
         one = median(times[f"{counts[0]} host(s) at once: start"])
         top = median(times[f"{max(counts)} host(s) at once: start"])
         rows.append((f"{max(counts)} hosts / {counts[0]} host start", f"{top / one:.2f}x", "", ""))
+        serial = median(times[f"{max(counts)} host(s) one by one (fab -H): start"])
+        rows.append((f"{max(counts)} hosts one by one / at once", f"{serial / top:.2f}x", "", ""))
         cores = os.cpu_count() or 1
         cpu_floor = max(counts) * median(times["floor: tensorboard CPU"]) / cores
         rows.append((f"CPU floor: {max(counts)} TensorBoards on {cores} cores", f"{cpu_floor:.3f}", "", ""))

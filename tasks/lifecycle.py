@@ -236,14 +236,20 @@ _claimed: set[int] = set()
 _claim_lock = threading.Lock()
 
 
-def pick_local_port(settings: Settings, label: str, say: Say) -> int:
-    """The configured port if free; if it was only our default, the next free one."""
+def pick_local_port(settings: Settings, label: str, say: Say, ours: frozenset[int] = frozenset()) -> int:
+    """The configured port if free, else the next free one upwards.
+
+    A port given explicitly (flag, env, config) that another program holds
+    is an error; one that our own tunnel to another host holds (``ours``, or
+    claimed by a concurrent start) is not: with ``fab -H a,b`` each host
+    takes the first free port from the configured one upwards.
+    """
     wanted = settings.local_port
     with _claim_lock:
         if wanted not in _claimed and local_port_free(wanted):
             _claimed.add(wanted)
             return wanted
-        if settings.local_port_explicit:
+        if settings.local_port_explicit and wanted not in _claimed and wanted not in ours:
             raise TbError(
                 f"local port {wanted} is already in use on this machine by another program: "
                 f"choose another with --local-port"
@@ -251,9 +257,19 @@ def pick_local_port(settings: Settings, label: str, say: Say) -> int:
         for candidate in range(wanted + 1, min(wanted + 100, 65536)):
             if candidate not in _claimed and local_port_free(candidate):
                 _claimed.add(candidate)
-                say(f"{label}: local port {wanted} is in use here; using {candidate}")
+                holder = "another tunnel of ours" if (wanted in ours or wanted in _claimed) else "in use here"
+                say(f"{label}: local port {wanted} is {holder}; using {candidate}")
                 return candidate
     raise TbError(f"no free local port in {wanted}..{wanted + 99}: choose one with --local-port")
+
+
+def _our_ports(paths: Paths) -> frozenset[int]:
+    """Local ports of our other sessions in the same control directory."""
+    ports = set()
+    for other, data in state.all_states(paths.socket.parent):
+        if other != paths and data.get("local_port"):
+            ports.add(int(data["local_port"]))
+    return frozenset(ports)
 
 
 def _last_line(text: str) -> str:
@@ -415,7 +431,7 @@ def start(
         # Choose the local port before anything starts, so a busy port costs
         # nothing; a live forward keeps its port.
         keep_forward = not opened and data is not None and data.get("forward")
-        local_port = data["local_port"] if keep_forward else pick_local_port(settings, label, say)
+        local_port = data["local_port"] if keep_forward else pick_local_port(settings, label, say, _our_ports(paths))
         if opened:
             report.phase(f"{label}: connecting")
             master_pid = open_master(shell, target, paths, settings)

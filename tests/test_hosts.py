@@ -57,13 +57,16 @@ def test_start_several_hosts_at_once_each_with_its_own_port_then_list_check_and_
 
 def test_fab_with_several_hosts_keeps_per_host_state(rig, more_sandboxes, tmp_path):
     cfg = combined_config(rig, more_sandboxes, tmp_path)
-    env = rig.env()
-    del env["FABRIC_TB_LOCAL_PORT"]  # the default: each host takes the next free port
+    env = rig.env()  # local_port configured (FABRIC_TB_LOCAL_PORT)
     fab = [str(BIN / "fab"), "-H", "sandbox,host2", "-S", str(cfg)]
     start = rig.run([*fab, "tb.start"], env=env)
     assert start.returncode == 0, start.stdout + start.stderr
     assert start.stdout.count("TensorBoard ready at") == 2
-    assert len({s["local_port"] for s in rig.states()}) == 2
+    # Each host: the first free port from the configured one upwards; the
+    # configured port held by our own tunnel to the first host is no error.
+    ports = {s["target"]["host"]: s["local_port"] for s in rig.states()}
+    assert ports["sandbox"] == rig.local_port and ports["host2"] > rig.local_port, ports
+    assert f"host2: local port {rig.local_port} is another tunnel of ours; using {ports['host2']}" in start.stdout
     check = rig.run([*fab, "tb.check"], env=env)
     assert check.returncode == 0 and check.stdout.count(": ok ") == 2
     assert rig.run([*fab, "tb.exit"], env=env).returncode == 0
