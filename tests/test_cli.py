@@ -97,3 +97,24 @@ def test_loading_the_collection_imports_neither_fabric_paramiko_nor_rich():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["start", "--job", "12", "--url-token", "no"], "--job needs url_token=yes"),
+        (["start", "--job", "12", "--hosts", "a,b"], "--job and --hosts do not go together"),
+        (["start", "--job", "12", "--slurm-via", "rsh"], "slurm_via must be one of srun, ssh, got 'rsh'"),
+        (["start", "--job", "$(reboot)"], "refusing job '$(reboot)'"),
+        (["check", "--job", "12"], "--job needs the login host"),
+    ],
+)
+def test_bad_job_options_are_one_line_errors_before_any_ssh_runs(args, message, short_dir, capsys, monkeypatch):
+    monkeypatch.setenv("INVOKE_TB_CONTROL_DIR", str(short_dir))
+    monkeypatch.setattr("subprocess.run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    host = [] if args[0] == "check" else ["--host", "login1"]
+    with pytest.raises(SystemExit) as stopped:
+        cli.program().run(["tensorboard-remote", args[0], *host, *args[1:]])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tensorboard-remote: ") and message in err and "\n" not in err
