@@ -90,8 +90,7 @@ def _target(c: Any, host: Optional[str], ssh_config: Optional[str], connect_time
         # A Fabric Connection (fab -H): take the host exactly as typed and
         # let OpenSSH resolve it; add the identity given with fab -i.
         host = c.original_host
-        keys = (getattr(c, "connect_kwargs", None) or {}).get("key_filename") or ()
-        identities = tuple([keys] if isinstance(keys, str) else keys)
+        identities = _given_identities(c.config)
         # fab -t / timeouts.connect
         connect_timeout = int(getattr(c, "connect_timeout", None) or connect_timeout)
     if host is None:
@@ -108,6 +107,24 @@ def _target(c: Any, host: Optional[str], ssh_config: Optional[str], connect_time
         connect_timeout=connect_timeout,
         batch=not sys.stdin.isatty(),
     )
+
+
+def _given_identities(config: Any) -> tuple[str, ...]:
+    """Key files the user gave Fabric (``fab -i`` or ``connect_kwargs`` in a
+    config file), never the ones Fabric read from ssh_config: OpenSSH reads
+    those itself, and Fabric 3.2.3 appends each host's IdentityFile to the
+    shared ``connect_kwargs`` (with ``fab -H a,b,...`` the seventh host was
+    offered six wrong keys and refused us: "Too many authentication
+    failures"). So read the layers Fabric fills from the user, not the
+    merged, modified view."""
+    keys: list[str] = []
+    for layer in ("_overrides", "_runtime", "_project", "_user", "_system", "_env"):
+        section = (getattr(config, layer, None) or {}).get("connect_kwargs") or {}
+        value = section.get("key_filename") or []
+        for key in [value] if isinstance(value, str) else value:
+            if key not in keys:
+                keys.append(key)
+    return tuple(keys)
 
 
 def _edge(error: TbError) -> Exit:

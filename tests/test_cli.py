@@ -118,3 +118,17 @@ def test_bad_job_options_are_one_line_errors_before_any_ssh_runs(args, message, 
     assert stopped.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("tensorboard-remote: ") and message in err and "\n" not in err
+
+
+def test_only_key_files_the_user_gave_reach_ssh_not_those_fabric_collected_from_ssh_config(tmp_path):
+    from fabric import Config, Connection
+    from paramiko import SSHConfig
+
+    text = "".join(f"Host h{i}\n  IdentityFile /keys/h{i}\n" for i in range(7))
+    config = Config(ssh_config=SSHConfig.from_text(text), overrides={"connect_kwargs": {"key_filename": ["/keys/given"]}})
+    for i in range(7):
+        Connection(f"h{i}", config=config)
+    # Fabric 3.2.3 piles every host's IdentityFile into the shared config...
+    assert len(config.connect_kwargs["key_filename"]) > 7
+    # ...we pass only the user's own (OpenSSH reads ssh_config itself).
+    assert tb._given_identities(config) == ("/keys/given",)
