@@ -326,3 +326,35 @@ def test_ssh_mode_reaches_the_nodes_sshd_through_the_login_node_with_one_login_e
     assert cluster["node"].accepted_logins() - node_before == 1
     assert slurm.job_state(job) == "RUNNING"
     slurm.cancel(job)
+
+
+@pytest.mark.parametrize("via", ["srun", "ssh"])
+def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
+    # A laptop that slept: the ssh master(s) died, TensorBoard did not.
+    job = _running_job(slurm, name=f"sleepy-{via}")
+    first = session.fab("tb.start", "--job", job, "--slurm-via", via)
+    assert first.returncode == 0, first.stdout + first.stderr
+    url = _url(first)
+    tensorboards = _tensorboards(slurm) if via == "srun" else [
+        pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)
+    ]
+    assert len(tensorboards) == 1
+    masters = [pid for pid in _pids() if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and alive(pid)]
+    assert len(masters) == (1 if via == "srun" else 2)
+    for pid in masters:
+        os.kill(pid, 9)
+    for pid in masters:
+        assert wait_gone(pid)
+    down = session.fab("tb.check", "--job", job)
+    assert down.returncode == 1
+
+    again = session.fab("tb.start", "--job", job, "--slurm-via", via)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _url(again) == url
+    assert "was still running" in again.stdout
+    assert all(alive(pid) for pid in tensorboards)
+    assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
+    assert session.fab("tb.exit", "--job", job).returncode == 0
+    assert all(wait_gone(pid) for pid in tensorboards)
+    _nothing_recorded(session)
+    slurm.cancel(job)
