@@ -267,6 +267,8 @@ def _node_script(body: str, token: Optional[str]) -> str:
         f'{{ echo "{LOG_MARK} cannot create a private directory on $(hostname)"; exit 1; }}\n'
         # The launcher removes it when TensorBoard ends.
         "TBR_REMOVE_DIR=1; export TBR_REMOVE_DIR\n"
+        # Which step this is, for tb.exit to signal it through Slurm.
+        f'echo "{LOG_MARK} step ${{SLURM_JOB_ID}}.${{SLURM_STEP_ID}}"\n'
         + flags
         + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
         + body
@@ -453,7 +455,22 @@ def stop_script(rundir: str, grace: float = 3.0, *, pidfd: bool = True) -> str:
         rundir,
         f"""
 load
-if [ -z "$p" ]; then
+stepped=
+if [ -n "$p" ] && ours "$p" "$st" "$u" "$b"; then
+  # A Slurm step of ours (see Step): ask Slurm to send SIGTERM to the
+  # step's TensorBoard, which then removes its private directory on the
+  # node, and our srun ends with the step. (SIGTERM to srun itself makes
+  # it kill the step with SIGKILL, with no clean-up.)
+  js=$(sed -n 's/^{LOG_MARK} step \\([0-9_]*\\.[0-9]*\\)$/\\1/p' "$d/log" 2>/dev/null | tail -n 1)
+  if [ -n "$js" ] && command -v scancel >/dev/null 2>&1 && scancel --signal=TERM "$js" 2>/dev/null; then
+    i=0
+    while ours "$p" "$st" "$u" "$b" && [ "$i" -lt {2 * ticks} ]; do i=$((i+1)); sleep 0.01; done
+    ours "$p" "$st" "$u" "$b" || stepped=1
+  fi
+fi
+if [ -n "$stepped" ]; then
+  echo "tbr-info via scancel"; echo "tbr stopped $p"
+elif [ -z "$p" ]; then
   echo "tbr none"
 elif ours "$p" "$st" "$u" "$b"; then
   rc=3

@@ -203,6 +203,10 @@ def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
     (pid,) = _tensorboards(slurm)
     env = _environ(pid)
     assert env["SLURM_JOB_ID"] == job and "SLURM_STEP_ID" in env
+    # Its launcher and token flagfile live in a private directory on the node.
+    private = Path(env["TBR_DIR"])
+    assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
+    assert (private / "flags").stat().st_mode & 0o777 == 0o600
     assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(ALICE).pw_uid
     port = int(url.split(":")[2].split("/")[0])
     state = [p for p in session.control_dir.glob("tb-*.json")]
@@ -236,6 +240,7 @@ def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
     assert f"ended TensorBoard's step in job {job} on {NODE} (srun pid " in stopped.stdout
     assert "the job itself is left running" in stopped.stdout
     assert wait_gone(pid)
+    assert not private.exists(), "the node's private directory (with the token) was left behind"
     assert slurm.job_state(job) == "RUNNING"
     assert not list(session.control_dir.glob("tb-*.json"))
     # start, check and exit: one login to the login node.
@@ -283,9 +288,12 @@ def test_when_the_job_ends_check_says_so_and_exit_cleans_up(session, slurm):
     started = session.fab("tb.start", "--job", "ends")
     assert started.returncode == 0, started.stdout + started.stderr
     (pid,) = _tensorboards(slurm)
+    private = Path(_environ(pid)["TBR_DIR"])
     slurm.cancel(job)
-    # Slurm ends the step with the job (proctrack/cgroup): TensorBoard too.
+    # Slurm ends the step with the job (proctrack/cgroup): TensorBoard too,
+    # and it removes its private directory on the way out.
     assert wait_gone(pid, 15)
+    assert not private.exists()
     checked = session.fab("tb.check", "--job", "ends")
     assert checked.returncode == 1
     assert f"TensorBoard's step in job {job} on {NODE} has ended (has the job ended? squeue -j {job}); tb.exit cleans up" in checked.stdout
