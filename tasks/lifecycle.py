@@ -8,8 +8,10 @@ a message for the user; the task layer turns them into ``Exit``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import getpass
 import hashlib
 import http.client
 import re
@@ -484,17 +486,29 @@ def start(
 # ---------------------------------------------------------------- Slurm
 
 
-def job_key(spec: str) -> str:
-    """The control-path suffix of a job's session: a job name may hold
-    characters ssh would expand in a ControlPath, so use a hash."""
-    return "-j" + hashlib.sha256(spec.encode()).hexdigest()[:8]
+def job_key(spec: str, via: str) -> str:
+    """The control-path suffix of a job's session, one per job spec and way
+    of reaching its node: a job name may hold characters ssh would expand in
+    a ControlPath, so use a hash."""
+    return "-j" + hashlib.sha256(f"{via}\0{spec}".encode()).hexdigest()[:8]
 
 
-def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Reporter) -> remote.Job:
-    """Ask the login node's Slurm (through our master) where ``spec`` runs."""
-    report.phase(f"{target.label}: looking up job {spec}")
+def _ssh_g(shell: Shell, target: Target, key: str) -> Optional[str]:
+    """One value of ``ssh -G`` for ``target`` (OpenSSH resolves ssh_config)."""
+    argv = ["ssh", "-G", *sshargv.base_options(dataclasses.replace(target, jump=None)), "--", target.host]
+    outcome = shell.run(argv, timeout=shell.quick, what="ssh -G")
+    for line in outcome.stdout.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return value
+    return None
+
+
+def lookup_job(shell: Shell, target: Target, socket: Optional[str], spec: str) -> tuple[list[remote.Job], str]:
+    """``squeue`` on the login node (through ``socket`` when given): the
+    matching jobs and the user name there."""
     outcome = shell.run(
-        sshargv.remote_argv(target, str(paths.socket)),
+        sshargv.remote_argv(target, socket),
         timeout=shell.quick,
         stdin=remote.job_script(spec),
         what=f"squeue on {target.label}",
@@ -505,27 +519,47 @@ def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Repo
         reason = _last_line(outcome.stderr) or f"exit status {outcome.code}"
         raise TbError(f"looking up job {spec} on {where} failed: {reason}")
     word, detail = reply
-    info = remote.parse_info(outcome.stdout)
     if word == "error":
         if detail == "no-squeue":
             raise TbError(f"{where} has no 'squeue' on PATH in a non-interactive shell: is it a Slurm login node?")
         raise TbError(f"squeue failed on {where}: {detail.partition(' ')[2] or detail}")
-    outcome_jobs = remote.parse_jobs(outcome.stdout)
-    job = remote.pick_job(outcome_jobs, spec, info.get("user", "?"), where)
+    return remote.parse_jobs(outcome.stdout), remote.parse_info(outcome.stdout).get("user", "?")
+
+
+def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Reporter) -> remote.Job:
+    """Ask the login node's Slurm (through our master) where ``spec`` runs."""
+    report.phase(f"{target.label}: looking up job {spec}")
+    jobs, me = lookup_job(shell, target, str(paths.socket), spec)
+    where = dataclasses.replace(target, tag=None).label
+    job = remote.pick_job(jobs, spec, me, where)
+    _refuse_same_job(paths, job, spec, where)
     report.say(f"{target.label}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr not in ("-", job.node) else ""))
     return job
 
 
+def _refuse_same_job(paths: Paths, job: remote.Job, spec: str, where: str) -> None:
+    """One session per job: ``--job train`` and ``--job 123`` may be one job."""
+    for other, data in state.all_states(paths.socket.parent):
+        recorded = data.get("job") or {}
+        if other in (paths, node_paths_of(paths)) or recorded.get("id") != job.id:
+            continue
+        login = data["target"].get("jump") or data["target"]
+        if Target.from_dict({**login, "tag": None}).label == where:
+            raise TbError(
+                f"job {job.id} on {where} already has a tb session (started as --job {recorded.get('spec')} "
+                f"through {recorded.get('via')}): use that, or tb.exit --job {recorded.get('spec')} first"
+            )
+
+
 def job_session(shell: Shell, login: Target, control_dir: str, spec: str) -> tuple[Target, Paths]:
     """The target and paths of the session for ``spec`` on ``login``: the
-    login node's own (srun mode) or the compute node's (ssh mode)."""
+    compute node's (ssh mode), else the login node's own (srun mode)."""
     spec = remote.check_job(spec)
-    jump_paths = locate(shell, login, control_dir, job_key(spec))
-    node_paths = node_paths_of(jump_paths)
+    node_paths = node_paths_of(locate(shell, login, control_dir, job_key(spec, "ssh")))
     data = state.load(node_paths)
     if data and "target" in data:
         return Target.from_dict(data["target"], batch=login.batch), node_paths
-    return dataclasses.replace(login, tag=f"job {spec}"), jump_paths
+    return dataclasses.replace(login, tag=f"job {spec}"), locate(shell, login, control_dir, job_key(spec, "srun"))
 
 
 def node_paths_of(jump_paths: Paths) -> Paths:
@@ -540,8 +574,15 @@ def start_job(shell: Shell, login: Target, settings: Settings, report: Reporter,
             "--job needs url_token=yes: on a compute node TensorBoard is reachable from the "
             "cluster network, and the secret URL token is what keeps others out"
         )
-    paths = locate(shell, login, settings.control_dir, job_key(spec))
-    if settings.slurm_via == "srun":
+    via, other = settings.slurm_via, {"srun": "ssh", "ssh": "srun"}[settings.slurm_via]
+    paths = locate(shell, login, settings.control_dir, job_key(spec, via))
+    elsewhere = locate(shell, login, settings.control_dir, job_key(spec, other))
+    if state.load(elsewhere) or state.load(node_paths_of(elsewhere)):
+        raise TbError(
+            f"job {spec} on {login.label} already has a tb session through {other}: "
+            f"run tb.exit --job {spec} first, or start it with --slurm-via {other}"
+        )
+    if via == "srun":
         tagged = dataclasses.replace(login, tag=f"job {spec}")
         return start(shell, tagged, settings, report, paths=paths, job=spec)
     return _start_job_ssh(shell, login, settings, report, spec, paths)
@@ -552,6 +593,7 @@ def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Repo
     through it (ProxyCommand rides the jump: no second login there), and the
     usual start on the node: a Unix socket, the data server in a namespace."""
     node_paths = node_paths_of(jump_paths)
+    state.check_socket_path(node_paths.socket)
     label = f"{login.label} (job {spec})"
     with state.locked(jump_paths):
         status, jump_pid = master_state(shell, login, jump_paths)
@@ -566,7 +608,7 @@ def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Repo
             job = find_job(shell, login, jump_paths, spec, report)
             node = Target(
                 host=job.node,
-                user=login.user,
+                user=login.user or _node_user(shell, login, job.node),
                 ssh_config=login.ssh_config,
                 identities=login.identities,
                 connect_timeout=login.connect_timeout,
@@ -587,6 +629,31 @@ def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Repo
                 close_master(shell, login, jump_paths)
                 state.remove(jump_paths, socket=True)
             raise
+
+
+def _node_user(shell: Shell, login: Target, node: str) -> Optional[str]:
+    """The user on a compute node: the node's ``User`` from ssh_config if it
+    has one, else the login host's (the job's owner), never just ours here."""
+    here = getpass.getuser()
+    node_user = _ssh_g(shell, dataclasses.replace(login, host=node), "user")
+    if node_user and node_user != here:
+        return None  # ssh_config names one for the node: let OpenSSH use it
+    login_user = _ssh_g(shell, login, "user")
+    return login_user if login_user and login_user != here else None
+
+
+def _job_has_ended(shell: Shell, target: Target, data: dict) -> bool:
+    """ssh mode: is the job of this node session no longer running? Asked on
+    the login node (through its master when that is up)."""
+    job = data.get("job") or {}
+    if target.jump is None or not job.get("id"):
+        return False
+    socket = target.jump_socket if master_state(shell, target.jump, Paths(Path(target.jump_socket or "")))[0] == "up" else None
+    try:
+        jobs, _ = lookup_job(shell, target.jump, socket, str(job["id"]))
+    except TbError:
+        return False
+    return not any(j.id == job["id"] and j.state == "RUNNING" for j in jobs)
 
 
 def _refuse_other_settings(data: dict, settings: Settings, label: str) -> None:
@@ -977,6 +1044,16 @@ def stop(shell: Shell, target: Target, paths: Paths, say: Say) -> None:
         try:
             word, detail, _ = run_remote(shell, target, via, remote.stop_script(rundir), timeout=shell.quick + 10)
         except TbError as error:
+            if via is None and _job_has_ended(shell, target, data):
+                # ssh mode: the node refuses us now that the job is over
+                # (pam_slurm_adopt), and took the job's processes with it.
+                state.remove(paths)
+                _close_jump(shell, target, say)
+                say(
+                    f"{label}: could not reach {target.host} to stop TensorBoard pid {data.get('remote_pid')} "
+                    f"({error}); job {data['job']['id']} has ended, so its record is removed"
+                )
+                return
             raise TbError(
                 f"could not stop TensorBoard pid {data.get('remote_pid')} on {label}: {error}; "
                 f"its record is kept, run tb.exit again when {label} is reachable"
@@ -1012,4 +1089,5 @@ def _close_jump(shell: Shell, target: Target, say: Say) -> None:
         say(f"{target.jump.label}: closed the connection to the login node (ssh master pid {pid})")
     elif status == "stale":
         _clear_stale(jump_paths)
-    state.remove(jump_paths)
+    with contextlib.suppress(FileNotFoundError):
+        jump_paths.log.unlink()

@@ -253,7 +253,7 @@ class Step:
 
 
 _JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")  # RFC 1123 names, IPv4, and "_"
 
 
 def _node_script(body: str, token: Optional[str]) -> str:
@@ -560,20 +560,22 @@ def job_script(spec: str) -> str:
 command -v squeue >/dev/null 2>&1 || {{ echo "tbr error no-squeue"; exit 0; }}
 me=$(id -un)
 echo "tbr-info user $me"
-out=$({query} 2>&1) || {{
-  case $out in
+e=$(mktemp 2>/dev/null || echo /dev/null)
+out=$({query} 2>"$e") || {{
+  msg=$(tail -n 1 "$e" 2>/dev/null); [ "$e" = /dev/null ] || rm -f "$e"
+  case $msg in
     *"Invalid job id"*) echo "tbr jobs" ;;
-    *) echo "tbr error squeue $(printf '%s\\n' "$out" | tail -n 1)" ;;
+    *) echo "tbr error squeue $msg" ;;
   esac
   exit 0
 }}
-printf '%s\\n' "$out" | while IFS='|' read -r id st owner nodes; do
+[ "$e" = /dev/null ] || rm -f "$e"
+printf '%s\n' "$out" | while IFS='|' read -r id st owner nodes; do
   [ -n "$id" ] || continue
   n= a=
   if [ "$st" = RUNNING ] && [ -n "$nodes" ]; then
     n=$(scontrol show hostnames "$nodes" 2>/dev/null | head -n 1)
-    [ -n "$n" ] || n=${{nodes%%,*}}
-    a=$(scontrol show node "$n" 2>/dev/null | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p' | head -n 1)
+    [ -n "$n" ] && a=$(scontrol show node "$n" 2>/dev/null | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p' | head -n 1)
   fi
   echo "tbr-job $id $st $owner ${{n:--}} ${{a:--}}"
 done
@@ -610,22 +612,30 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
             raise TbError(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
         raise TbError(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
     if by_id:
-        job = jobs[0]
-        if job.owner != me:
+        others = sorted({job.owner for job in jobs if job.owner != me})
+        if others:
             raise TbError(
-                f"job {spec} belongs to {job.owner}, not to you ({me}) on {where}: "
+                f"job {spec} belongs to {others[0]}, not to you ({me}) on {where}: "
                 f"tensorboard-remote attaches only to your own jobs"
             )
-        candidates = jobs
-    else:
-        candidates = [job for job in jobs if job.state == "RUNNING"] or jobs
-        if len(candidates) > 1:
-            ids = ", ".join(job.id for job in candidates)
-            state = candidates[0].state.lower() if all(j.state == candidates[0].state for j in candidates) else "listed"
-            raise TbError(f"several {state} jobs of yours are named {spec!r} ({ids}): give the job id with --job")
-    job = candidates[0]
-    if job.state == "RUNNING" and job.node != "-":
+    running = [job for job in jobs if job.state == "RUNNING"]
+    if len(running) > 1:
+        ids = ", ".join(job.id for job in running)
+        what = f"job {spec} has several running tasks" if by_id else f"several running jobs of yours are named {spec!r}"
+        raise TbError(f"{what} ({ids}): give one of them with --job")
+    job = running[0] if running else jobs[0]
+    if job.state == "RUNNING":
+        if not _JOB_ID.fullmatch(job.id):
+            raise TbError(f"job {job.id} is a kind of job tensorboard-remote cannot start a step in (a heterogeneous job?)")
+        if job.node == "-" or not _NODE.fullmatch(job.node):
+            raise TbError(f"cannot tell the node of job {job.id} on {where} (scontrol show hostnames failed or gave {job.node!r})")
+        if not _NODE.fullmatch(job.addr):
+            # No NodeAddr, or one we cannot forward to (IPv6): the node name.
+            job = Job(job.id, job.state, job.owner, job.node, job.node)
         return job
+    if len(jobs) > 1 and not by_id:
+        ids = ", ".join(j.id for j in jobs)
+        raise TbError(f"no job named {spec!r} of yours is running yet ({ids}: {jobs[0].state.lower()}); try again once one runs")
     if job.state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"):
         raise TbError(
             f"job {job.id} is {job.state.lower()}: it has no node yet; "

@@ -224,7 +224,7 @@ def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[s
     ]
 
 
-_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
 def forward_spec(local_port: int, endpoint: str, remote_host: str = "127.0.0.1") -> str:

@@ -255,3 +255,35 @@ def test_a_job_step_keeps_the_token_off_every_command_line():
     assert "TBR_HOST=10.0.0.3" in script and "TBR_REMOVE_DIR=1" in script
     with pytest.raises(ValueError):
         remote.Step("12;x", "cn1", "a")
+
+
+def test_job_arrays_heterogeneous_jobs_and_odd_node_addresses_are_handled():
+    # An array: the running task, whatever order squeue lists them in.
+    array = _jobs("123_[3-10] PENDING alice - -", "123_1 RUNNING alice cn1 10.0.0.1")
+    assert remote.pick_job(array, "123", "alice", "login").id == "123_1"
+    with pytest.raises(TbError, match=r"job 123 has several running tasks \(123_1, 123_2\): give one of them"):
+        remote.pick_job(_jobs("123_1 RUNNING alice cn1 -", "123_2 RUNNING alice cn2 -"), "123", "alice", "login")
+    with pytest.raises(TbError, match="belongs to bob"):
+        remote.pick_job(_jobs("123_1 RUNNING alice cn1 -", "123_2 RUNNING bob cn2 -"), "123", "alice", "login")
+    with pytest.raises(TbError, match="heterogeneous"):
+        remote.pick_job(_jobs("124+0 RUNNING alice cn1 -"), "124", "alice", "login")
+    with pytest.raises(TbError, match="cannot tell the node of job 12"):
+        remote.pick_job(_jobs("12 RUNNING alice - -"), "12", "alice", "login")
+    # An IPv6 NodeAddr is not forwarded to: the node's name is.
+    assert remote.pick_job(_jobs("12 RUNNING alice gpu_a17 fe80::1"), "12", "alice", "login").addr == "gpu_a17"
+
+
+def test_the_job_lookup_keeps_squeue_warnings_out_of_the_job_lines(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "squeue").write_text("#!/bin/sh\necho 'squeue: warning: a b c' >&2\necho '12|RUNNING|'$(id -un)'|cn[1-3]'\n")
+    (fake / "scontrol").write_text(
+        "#!/bin/sh\ncase $2 in hostnames) printf 'cn1\\ncn2\\ncn3\\n' ;; node) echo '   NodeAddr=10.0.0.1 NodeHostName=cn1' ;; esac\n"
+    )
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    out = subprocess.run(["sh", "-s"], input=remote.job_script("12"), capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}).stdout
+    jobs = remote.parse_jobs(out)
+    assert [(j.id, j.node, j.addr) for j in jobs] == [("12", "cn1", "10.0.0.1")], out
+    assert remote.parse_reply(out) == ("jobs", "")

@@ -366,3 +366,54 @@ def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(ses
     assert all(wait_gone(pid) for pid in tensorboards)
     _nothing_recorded(session)
     slurm.cancel(job)
+
+
+def test_one_session_per_job_whatever_it_was_called_or_reached_by(session, slurm):
+    job = _running_job(slurm, name="onlyone")
+    first = session.fab("tb.start", "--job", "onlyone")
+    assert first.returncode == 0, first.stdout + first.stderr
+    by_id = session.fab("tb.start", "--job", job)
+    assert by_id.returncode == 1
+    assert by_id.stderr.strip() == (
+        f"tensorboard-remote: job {job} on login already has a tb session (started as --job onlyone "
+        f"through srun): use that, or tb.exit --job onlyone first"
+    )
+    other_way = session.fab("tb.start", "--job", "onlyone", "--slurm-via", "ssh")
+    assert other_way.returncode == 1
+    assert other_way.stderr.strip() == (
+        "tensorboard-remote: job onlyone on login already has a tb session through srun: "
+        "run tb.exit --job onlyone first, or start it with --slurm-via srun"
+    )
+    assert len(_tensorboards(slurm)) == 1
+    assert session.fab("tb.check", "--job", "onlyone").returncode == 0
+    assert session.fab("tb.exit", "--job", "onlyone").returncode == 0
+    _nothing_recorded(session)
+    slurm.cancel(job)
+
+
+def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_record(session, slurm, cluster):
+    job = _running_job(slurm, name="adopted")
+    started = session.fab("tb.start", "--job", job, "--slurm-via", "ssh")
+    assert started.returncode == 0, started.stdout + started.stderr
+    tensorboard = [pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)]
+    assert len(tensorboard) == 1
+    # The job ends; as with pam_slurm_adopt the node now refuses us, and our
+    # connection to it is gone.
+    slurm.cancel(job)
+    node = cluster["node"]
+    node.stop()
+    try:
+        for pid in _pids():
+            if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and f"{NODE}" in cmdline(pid):
+                os.kill(pid, 9)
+        stopped = session.fab("tb.exit", "--job", job)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert f"could not reach {NODE} to stop TensorBoard pid" in stopped.stdout
+        assert f"job {job} has ended, so its record is removed" in stopped.stdout
+        assert "closed the connection to the login node" in stopped.stdout
+        _nothing_recorded(session)
+    finally:
+        # pam_slurm_adopt would have ended it with the job; here we must.
+        for pid in tensorboard:
+            os.kill(pid, 9)
+        node.start()
