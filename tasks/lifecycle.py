@@ -14,9 +14,11 @@ import errno
 import getpass
 import hashlib
 import http.client
+import os
 import re
 import secrets
 import shlex
+import signal
 import socket as socketlib
 import subprocess
 import sys
@@ -41,6 +43,9 @@ Say = Callable[[str], None]
 QUICK_TIMEOUT = 10.0
 #: Seconds between "is our TensorBoard still alive" checks while waiting.
 LIVENESS_EVERY = 0.5
+#: Seconds without any answer through the forward after which a master
+#: that says it is up is taken for hung (see _hung).
+HUNG_AFTER = 3.0
 #: Seconds between HTTP probes while waiting for the page.
 PROBE_EVERY = 0.05
 
@@ -421,6 +426,10 @@ def start(
         if status == "stale":
             say(f"{label}: removing a stale control socket left by a master that died")
             _clear_stale(paths)
+        if status == "up" and data and _hung(data):
+            say(f"{label}: the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting")
+            _drop_master(shell, target, paths, master_pid)
+            status = "none"
         opened = status != "up"
         if not opened and data and _proven(data):
             # All up and answering as only ours can (see check()): reuse
@@ -597,6 +606,13 @@ def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Repo
     label = f"{login.label} (job {spec})"
     with state.locked(jump_paths):
         status, jump_pid = master_state(shell, login, jump_paths)
+        recorded = state.load(node_paths)
+        if status == "up" and recorded and _hung(recorded):
+            report.say(f"{label}: the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting")
+            node = Target.from_dict(recorded["target"], batch=login.batch)
+            _drop_master(shell, node, node_paths, recorded.get("master_pid"))
+            _drop_master(shell, login, jump_paths, jump_pid)
+            status = "none"
         if status == "stale":
             _clear_stale(jump_paths)
         opened = status != "up"
@@ -993,6 +1009,31 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
     if not ok:
         return Health(False, f"{label}: TensorBoard pid {detail} is running but {url} is not answering ({why})")
     return _healthy(label, url, master_pid, int(detail), data)
+
+
+def _hung(data: dict) -> bool:
+    """Does our forward hang (no answer at all, not even a refusal)?
+
+    After a laptop sleeps, the master still answers ``-O check`` (that is
+    local) while its TCP connection is dead until the keepalives give up:
+    every remote command through it would wait for its timeout. A dead
+    TensorBoard behind a live link fails at once instead.
+    """
+    if not data.get("forward") or not data.get("local_port"):
+        return False
+    ok, why = probe(url_for(data), timeout=HUNG_AFTER)
+    return not ok and "timed out" in why
+
+
+def _drop_master(shell: Shell, target: Target, paths: Paths, pid: Optional[int]) -> None:
+    """Close a master whose connection hangs (it still obeys ``-O exit``)."""
+    try:
+        close_master(shell, target, paths)
+    except TbError:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    _clear_stale(paths)
 
 
 def _proven(data: dict) -> bool:

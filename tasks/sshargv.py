@@ -142,9 +142,12 @@ def base_options(target: Target) -> list[str]:
 def proxy_command(jump: Target, socket: str) -> str:
     """``ProxyCommand`` that reaches ``%h:%p`` through the jump host's master.
 
-    It rides the master that is already logged in to the jump host, so the
-    jump host never sees a second login (nor a second two-factor prompt);
-    BatchMode makes it fail rather than log in again if that master is gone.
+    It rides the master that is already logged in to the jump host, so
+    while that master lives the jump host sees no second login (nor a second
+    two-factor prompt); ``tb.start`` always opens or checks it first. If the
+    master is gone (``tb.exit`` after the link dropped), ssh logs in to the
+    jump host afresh, as a plain host's clean-up does; BatchMode makes that
+    fail rather than prompt unseen.
     ssh runs a ProxyCommand with ``/bin/sh -c`` after expanding ``%`` tokens:
     every word is shell-quoted and every literal ``%`` doubled.
     """

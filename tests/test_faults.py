@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -259,3 +260,31 @@ def test_an_exit_interrupted_after_stopping_tensorboard_converges(rig):
     assert stop.returncode == 0, stop.stderr
     assert "had already exited" in stop.stdout and "closed the tunnel" in stop.stdout
     assert wait_gone(data["master_pid"]) and rig.states() == []
+
+
+def test_start_over_a_hung_connection_reconnects_at_once_instead_of_waiting_for_timeouts(rig):
+    # A laptop that slept: the master process is alive and answers -O check
+    # (that is local), but its connection is dead until keepalives give up.
+    assert rig.fab("tb.start").returncode == 0
+    data = rig.only_state()
+    sshd = rig.sandbox.pid()
+    keep = set(family(data["remote_pid"]))
+    frozen = [pid for pid in family(sshd) if pid != sshd and pid not in keep]
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        again = rig.fab("tb.start")
+        took = time.monotonic() - began
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
+        assert "TensorBoard pid" in again.stdout and "was still running" in again.stdout
+        assert rig.only_state()["remote_pid"] == data["remote_pid"]
+        assert not alive(data["master_pid"])
+        print(f"reconnected in {took:.2f}s")
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert rig.fab("tb.exit").returncode == 0

@@ -417,3 +417,35 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
         for pid in tensorboard:
             os.kill(pid, 9)
         node.start()
+
+
+@pytest.mark.parametrize("via", ["srun", "ssh"])
+def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
+    import signal
+
+    from .conftest import family
+
+    job = _running_job(slurm, name=f"hung-{via}")
+    first = session.fab("tb.start", "--job", job, "--slurm-via", via)
+    assert first.returncode == 0, first.stdout + first.stderr
+    url = _url(first)
+    sshd = cluster["login"].pid()
+    frozen = [pid for pid in family(sshd) if pid != sshd]
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        again = session.fab("tb.start", "--job", job, "--slurm-via", via)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
+        assert "was still running" in again.stdout and _url(again) == url
+        assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
+    finally:
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert session.fab("tb.exit", "--job", job).returncode == 0
+    _nothing_recorded(session)
+    slurm.cancel(job)
