@@ -928,6 +928,13 @@ def _start_error(detail: str, label: str, settings: Settings) -> str:
         )
     if what == "rundir":
         return f"cannot create the run directory {rest} on {label}: check tb.remote_dir"
+    if what == "no-srun":
+        return f"{label} has no 'srun' on PATH in a non-interactive shell: is it a Slurm login node? (or use --slurm-via ssh)"
+    if what == "step-exists":
+        return (
+            f"job {rest.split('.')[0]} already runs a tensorboard-remote step ({rest}) that this machine "
+            f"has no record of (started from another login node or computer?): tb.exit it there, or scancel {rest}"
+        )
     if what == "no-setsid":
         return f"{label} has no 'setsid' command (util-linux); cannot start TensorBoard detached"
     return f"starting TensorBoard on {label} failed ({detail})"

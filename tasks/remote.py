@@ -329,6 +329,12 @@ def start_script(
         )
         files = (
             'command -v srun >/dev/null 2>&1 || { echo "tbr error no-srun"; exit 0; }\n'
+            # A step of ours in this job that this run directory does not
+            # know (started from another login node, or its record lost):
+            # never start a second TensorBoard beside it.
+            f"ex=$(squeue -h -s -j {shlex.quote(step.job)} -o '%i %j' 2>/dev/null"
+            " | while read -r sid sname; do [ \"$sname\" = tensorboard-remote ] && { echo \"$sid\"; break; }; done)\n"
+            '[ -n "$ex" ] && { echo "tbr error step-exists $ex"; exit 0; }\n'
             + _heredoc('"$d/node.sh"', _node_script(body, token), "TBR_NODE_EOF")
             + _heredoc('"$d/launch.sh"', _srun_script(rundir, step), "TBR_SH_EOF")
         )

@@ -449,3 +449,28 @@ def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(s
     assert session.fab("tb.exit", "--job", job).returncode == 0
     _nothing_recorded(session)
     slurm.cancel(job)
+
+
+def test_a_step_started_elsewhere_is_never_doubled_nor_touched(session, slurm, cluster, tmp_path):
+    # Another computer (or another login node behind the same alias) has a
+    # session on this job; this one has no record of it.
+    job = _running_job(slurm, name="elsewhere")
+    first = session.fab("tb.start", "--job", job)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (pid,) = _tensorboards(slurm)
+    other_dir = Path(str(session.control_dir) + "o")
+    other_dir.mkdir(mode=0o700)
+    try:
+        other = session.env(INVOKE_TB_CONTROL_DIR=str(other_dir), FABRIC_TB_CONTROL_DIR=str(other_dir))
+        second = session.fab("tb.start", "--job", job, env=other)
+        assert second.returncode == 1
+        err = second.stderr.strip()
+        assert err.startswith(f"tensorboard-remote: job {job} already runs a tensorboard-remote step ({job}.")
+        assert "\n" not in err
+        assert not list(other_dir.glob("tb-*.json")) and not list(other_dir.glob("tb-*[0-9a-f]"))
+        assert _tensorboards(slurm) == [pid]
+    finally:
+        shutil.rmtree(other_dir, ignore_errors=True)
+    assert session.fab("tb.check", "--job", job).returncode == 0
+    assert session.fab("tb.exit", "--job", job).returncode == 0
+    slurm.cancel(job)
