@@ -126,3 +126,18 @@ def test_a_job_session_has_a_control_path_of_its_own_and_forwards_to_the_node():
         sshargv.forward_spec(6006, "unix /x/tb.sock", "cn1")  # a node's socket is not on the login node
     with pytest.raises(ValueError):
         sshargv.forward_spec(6006, "tcp 1", "-oProxyCommand=x")
+
+
+def test_a_compute_node_gets_the_login_hosts_user_unless_ssh_config_names_one(tmp_path):
+    import getpass
+
+    from tensorboard_remote import lifecycle
+
+    cfg = tmp_path / "ssh_config"
+    other = "alice" if getpass.getuser() != "alice" else "alice2"
+    cfg.write_text(f"Host login\n  User {other}\nHost cn9\n  User bob\n")
+    login = Target("login", ssh_config=str(cfg))
+    shell = lifecycle.Shell()
+    # ssh -G only: OpenSSH resolves; nothing connects.
+    assert lifecycle._node_user(shell, login, "cn1") == other
+    assert lifecycle._node_user(shell, login, "cn9") is None  # OpenSSH uses bob
