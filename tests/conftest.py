@@ -8,6 +8,7 @@ config). Nothing reads the user's ssh config: every ssh call gets ``-F``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -293,3 +294,17 @@ def more_sandboxes(base, nothing_left_behind) -> list[Sandbox]:
     yield boxes
     for box in boxes:
         box.stop()
+
+
+@contextlib.contextmanager
+def frozen(pids: list[int]):
+    """SIGSTOP ``pids`` (a link that stopped answering), SIGCONT on the way out."""
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, alive, family, http_json, ours, tensorboards, wait_gone
+from .conftest import BIN, alive, family, frozen, http_json, ours, tensorboards, wait_gone
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -269,22 +268,11 @@ def test_start_over_a_hung_connection_reconnects_at_once_instead_of_waiting_for_
     data = rig.only_state()
     sshd = rig.sandbox.pid()
     keep = set(family(data["remote_pid"]))
-    frozen = [pid for pid in family(sshd) if pid != sshd and pid not in keep]
-    assert frozen
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        began = time.monotonic()
+    with frozen([pid for pid in family(sshd) if pid != sshd and pid not in keep]):
         again = rig.fab("tb.start")
-        took = time.monotonic() - began
         assert again.returncode == 0, again.stdout + again.stderr
         assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
         assert "TensorBoard pid" in again.stdout and "was still running" in again.stdout
         assert rig.only_state()["remote_pid"] == data["remote_pid"]
         assert not alive(data["master_pid"])
-        print(f"reconnected in {took:.2f}s")
-    finally:
-        for pid in frozen:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
     assert rig.fab("tb.exit").returncode == 0

@@ -12,7 +12,6 @@ and skip. CI runs as root, so there they run.
 
 from __future__ import annotations
 
-import getpass
 import os
 import pwd
 import shutil
@@ -177,6 +176,14 @@ def _running_job(slurm: SlurmCluster, user: str = ALICE, **kw) -> str:
     return job
 
 
+def _started(session: "Session", slurm: SlurmCluster, name: str, via: str = "srun") -> tuple[str, str]:
+    """A running job of alice's named ``name``, and TensorBoard started in it."""
+    job = _running_job(slurm, name=name)
+    started = session.fab("tb.start", "--job", job, "--slurm-via", via)
+    assert started.returncode == 0, started.stdout + started.stderr
+    return job, _url(started)
+
+
 def _url(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stdout.splitlines() if "ready at " in line]
     assert lines, result.stdout + result.stderr
@@ -208,7 +215,6 @@ def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
     assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
     assert (private / "flags").stat().st_mode & 0o777 == 0o600
     assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(ALICE).pw_uid
-    port = int(url.split(":")[2].split("/")[0])
     state = [p for p in session.control_dir.glob("tb-*.json")]
     assert len(state) == 1
     import json
@@ -339,10 +345,7 @@ def test_ssh_mode_reaches_the_nodes_sshd_through_the_login_node_with_one_login_e
 @pytest.mark.parametrize("via", ["srun", "ssh"])
 def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
     # A laptop that slept: the ssh master(s) died, TensorBoard did not.
-    job = _running_job(slurm, name=f"sleepy-{via}")
-    first = session.fab("tb.start", "--job", job, "--slurm-via", via)
-    assert first.returncode == 0, first.stdout + first.stderr
-    url = _url(first)
+    job, url = _started(session, slurm, f"sleepy-{via}", via)
     tensorboards = _tensorboards(slurm) if via == "srun" else [
         pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)
     ]
@@ -421,31 +424,16 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
 
 @pytest.mark.parametrize("via", ["srun", "ssh"])
 def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
-    import signal
+    from .conftest import family, frozen
 
-    from .conftest import family
-
-    job = _running_job(slurm, name=f"hung-{via}")
-    first = session.fab("tb.start", "--job", job, "--slurm-via", via)
-    assert first.returncode == 0, first.stdout + first.stderr
-    url = _url(first)
+    job, url = _started(session, slurm, f"hung-{via}", via)
     sshd = cluster["login"].pid()
-    frozen = [pid for pid in family(sshd) if pid != sshd]
-    assert frozen
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen([pid for pid in family(sshd) if pid != sshd]):
         again = session.fab("tb.start", "--job", job, "--slurm-via", via)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
         assert "was still running" in again.stdout and _url(again) == url
         assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
-    finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
     assert session.fab("tb.exit", "--job", job).returncode == 0
     _nothing_recorded(session)
     slurm.cancel(job)
