@@ -426,7 +426,7 @@ def start(
         if status == "stale":
             say(f"{label}: removing a stale control socket left by a master that died")
             _clear_stale(paths)
-        if status == "up" and data and _hung(data):
+        if status == "up" and data and _hung(data) and not _link_answers(shell, target, paths):
             say(f"{label}: the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting")
             _drop_master(shell, target, paths, master_pid)
             status = "none"
@@ -607,9 +607,9 @@ def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Repo
     with state.locked(jump_paths):
         status, jump_pid = master_state(shell, login, jump_paths)
         recorded = state.load(node_paths)
-        if status == "up" and recorded and _hung(recorded):
+        node = Target.from_dict(recorded["target"], batch=login.batch) if recorded else None
+        if status == "up" and node and _hung(recorded) and not _link_answers(shell, node, node_paths):
             report.say(f"{label}: the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting")
-            node = Target.from_dict(recorded["target"], batch=login.batch)
             _drop_master(shell, node, node_paths, recorded.get("master_pid"))
             _drop_master(shell, login, jump_paths, jump_pid)
             status = "none"
@@ -998,8 +998,11 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
     if status == "none":
         return Health(False, f"{label}: no tunnel (the ssh master is gone); TensorBoard pid {remote_pid} not checked; tb.start reopens the tunnel")
     url = url_for(data) if data.get("local_port") else None
-    if _proven(data):
+    answer = _answer(data)
+    if answer == "proven":
         return _healthy(label, url, master_pid, remote_pid, data)
+    if answer == "hung" and not _link_answers(shell, target, paths):
+        return Health(False, f"{label}: the tunnel does not answer ({url} gave nothing for {HUNG_AFTER:g}s: a laptop that slept, or a dropped link?); tb.start reconnects")
     rundir = remote.run_dir(data["remote_dir"], data["sid"])
     try:
         word, detail, _ = run_remote(shell, target, paths, remote.status_script(rundir))
@@ -1032,6 +1035,15 @@ def _hung(data: dict) -> bool:
     return not ok and "timed out" in why
 
 
+def _link_answers(shell: Shell, target: Target, paths: Paths) -> bool:
+    """Does the remote's sshd still answer through our master?"""
+    try:
+        shell.run(sshargv.link_probe_argv(target, str(paths.socket)), timeout=HUNG_AFTER, what="ssh -W")
+    except TbError:
+        return False
+    return True
+
+
 def _drop_master(shell: Shell, target: Target, paths: Paths, pid: Optional[int]) -> None:
     """Close a master whose connection hangs (it still obeys ``-O exit``)."""
     try:
@@ -1041,6 +1053,17 @@ def _drop_master(shell: Shell, target: Target, paths: Paths, pid: Optional[int])
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
     _clear_stale(paths)
+
+
+def _answer(data: dict) -> str:
+    """One probe through our forward: "proven" (see _proven), "hung" (see
+    _hung), or "" (no forward, or an answer that proves nothing)."""
+    if not data.get("forward") or not data.get("local_port"):
+        return ""
+    ok, why = probe(url_for(data), timeout=HUNG_AFTER)
+    if ok and (data.get("token") or str(data.get("endpoint", "")).startswith("unix ")):
+        return "proven"
+    return "hung" if not ok and "timed out" in why else ""
 
 
 def _proven(data: dict) -> bool:

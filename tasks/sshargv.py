@@ -276,3 +276,13 @@ def remote_argv(target: Target, socket: Optional[str]) -> list[str]:
             argv += ["-o", "BatchMode=yes"]
     argv += ["-T", "-o", "RemoteCommand=none", "--", target.host, "sh -s"]
     return argv
+
+
+def link_probe_argv(target: Target, socket: str) -> list[str]:
+    """Ask the remote's sshd, through our master, for a channel to a closed
+    port: a live link answers at once (refused or prohibited); a dead one
+    not at all. No login shell runs."""
+    return [
+        "ssh", *base_options(target), "-S", socket, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+        "-W", "127.0.0.1:1", "--", target.host,
+    ]

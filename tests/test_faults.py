@@ -269,6 +269,9 @@ def test_start_over_a_hung_connection_reconnects_at_once_instead_of_waiting_for_
     sshd = rig.sandbox.pid()
     keep = set(family(data["remote_pid"]))
     with frozen([pid for pid in family(sshd) if pid != sshd and pid not in keep]):
+        check = rig.fab("tb.check")
+        assert check.returncode == 1
+        assert "the tunnel does not answer" in check.stdout and "tb.start reconnects" in check.stdout
         again = rig.fab("tb.start")
         assert again.returncode == 0, again.stdout + again.stderr
         assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
