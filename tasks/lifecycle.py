@@ -44,8 +44,9 @@ QUICK_TIMEOUT = 10.0
 #: Seconds between "is our TensorBoard still alive" checks while waiting.
 LIVENESS_EVERY = 0.5
 #: Seconds without any answer through the forward after which a master
-#: that says it is up is taken for hung (see _hung).
+#: that says it is up is taken for hung (see _answer).
 HUNG_AFTER = 3.0
+RECONNECTING = "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting"
 #: Seconds between HTTP probes while waiting for the page.
 PROBE_EVERY = 0.05
 
@@ -114,18 +115,27 @@ class Shell:
 def locate(shell: Shell, target: Target, control_dir: str, suffix: str = "") -> Paths:
     """Our control socket for ``target``, as ``ssh -G`` expands ``tb-%C``."""
     directory = state.control_dir(control_dir)
+    value = _ssh_g(shell, target, "controlpath", sshargv.resolve_argv(target, str(directory), suffix))
+    if not value:
+        raise TbError(f"ssh -G printed no controlpath for {target.label}")
+    paths = Paths(Path(value))
+    state.check_socket_path(paths.socket)
+    return paths
+
+
+def _ssh_g(shell: Shell, target: Target, key: str, argv: Optional[list[str]] = None) -> Optional[str]:
+    """One value that ``ssh -G`` prints for ``target`` (OpenSSH resolves
+    ssh_config; we never parse it)."""
     outcome = shell.run(
-        sshargv.resolve_argv(target, str(directory), suffix), timeout=shell.quick, what="ssh -G"
+        argv or sshargv.config_argv(dataclasses.replace(target, jump=None)), timeout=shell.quick, what="ssh -G"
     )
     if outcome.code != 0:
         raise TbError(f"ssh cannot resolve {target.label}: {_last_line(outcome.stderr)}")
     for line in outcome.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "controlpath" and value:
-            paths = Paths(Path(value))
-            state.check_socket_path(paths.socket)
-            return paths
-    raise TbError(f"ssh -G printed no controlpath for {target.label}")
+        name, _, value = line.partition(" ")
+        if name == key and value:
+            return value
+    return None
 
 
 def master_state(shell: Shell, target: Target, paths: Paths) -> tuple[str, Optional[int]]:
@@ -426,12 +436,13 @@ def start(
         if status == "stale":
             say(f"{label}: removing a stale control socket left by a master that died")
             _clear_stale(paths)
-        if status == "up" and data and _hung(data) and not _link_answers(shell, target, paths):
-            say(f"{label}: the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting")
+        answer = _answer(data) if status == "up" and data else ""
+        if answer == "hung" and not _link_answers(shell, target, paths):
+            say(f"{label}: {RECONNECTING}")
             _drop_master(shell, target, paths, master_pid)
             status = "none"
         opened = status != "up"
-        if not opened and data and _proven(data):
+        if not opened and answer == "proven":
             # All up and answering as only ours can (see check()): reuse
             # both without a remote command.
             url = url_for(data)
@@ -472,7 +483,7 @@ def start(
                 "spec": job or job_found.id,
                 "id": job_found.id,
                 "node": job_found.node,
-                "addr": job_found.addr if job_found.addr != "-" else job_found.node,
+                "addr": job_found.addr,  # pick_job falls back to the node name
                 "via": "srun" if job is not None else "ssh",
             }
         if opened:
@@ -500,17 +511,6 @@ def job_key(spec: str, via: str) -> str:
     of reaching its node: a job name may hold characters ssh would expand in
     a ControlPath, so use a hash."""
     return "-j" + hashlib.sha256(f"{via}\0{spec}".encode()).hexdigest()[:8]
-
-
-def _ssh_g(shell: Shell, target: Target, key: str) -> Optional[str]:
-    """One value of ``ssh -G`` for ``target`` (OpenSSH resolves ssh_config)."""
-    argv = ["ssh", "-G", *sshargv.base_options(dataclasses.replace(target, jump=None)), "--", target.host]
-    outcome = shell.run(argv, timeout=shell.quick, what="ssh -G")
-    for line in outcome.stdout.splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            return value
-    return None
 
 
 def lookup_job(shell: Shell, target: Target, socket: Optional[str], spec: str) -> tuple[list[remote.Job], str]:
@@ -541,12 +541,12 @@ def find_job(shell: Shell, target: Target, paths: Paths, spec: str, report: Repo
     jobs, me = lookup_job(shell, target, str(paths.socket), spec)
     where = dataclasses.replace(target, tag=None).label
     job = remote.pick_job(jobs, spec, me, where)
-    _refuse_same_job(paths, job, spec, where)
-    report.say(f"{target.label}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr not in ("-", job.node) else ""))
+    _refuse_same_job(paths, job, where)
+    report.say(f"{target.label}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr != job.node else ""))
     return job
 
 
-def _refuse_same_job(paths: Paths, job: remote.Job, spec: str, where: str) -> None:
+def _refuse_same_job(paths: Paths, job: remote.Job, where: str) -> None:
     """One session per job: ``--job train`` and ``--job 123`` may be one job."""
     for other, data in state.all_states(paths.socket.parent):
         recorded = data.get("job") or {}
@@ -613,8 +613,8 @@ def _start_job_ssh(shell: Shell, login: Target, settings: Settings, report: Repo
         status, jump_pid = master_state(shell, login, jump_paths)
         recorded = state.load(node_paths)
         node = Target.from_dict(recorded["target"], batch=login.batch) if recorded else None
-        if status == "up" and node and _hung(recorded) and not _link_answers(shell, node, node_paths):
-            report.say(f"{label}: the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting")
+        if status == "up" and node and _answer(recorded) == "hung" and not _link_answers(shell, node, node_paths):
+            report.say(f"{label}: {RECONNECTING}")
             _drop_master(shell, node, node_paths, recorded.get("master_pid"))
             _drop_master(shell, login, jump_paths, jump_pid)
             status = "none"
@@ -656,10 +656,13 @@ def _node_user(shell: Shell, login: Target, node: str) -> Optional[str]:
     """The user on a compute node: the node's ``User`` from ssh_config if it
     has one, else the login host's (the job's owner), never just ours here."""
     here = getpass.getuser()
-    node_user = _ssh_g(shell, dataclasses.replace(login, host=node), "user")
-    if node_user and node_user != here:
-        return None  # ssh_config names one for the node: let OpenSSH use it
-    login_user = _ssh_g(shell, login, "user")
+    try:
+        node_user = _ssh_g(shell, dataclasses.replace(login, host=node), "user")
+        if node_user and node_user != here:
+            return None  # ssh_config names one for the node: let OpenSSH use it
+        login_user = _ssh_g(shell, login, "user")
+    except TbError:
+        return None  # ssh itself will say what is wrong with the config
     return login_user if login_user and login_user != here else None
 
 
@@ -1026,20 +1029,6 @@ def check(shell: Shell, target: Target, paths: Paths) -> Health:
     return _healthy(label, url, master_pid, int(detail), data)
 
 
-def _hung(data: dict) -> bool:
-    """Does our forward hang (no answer at all, not even a refusal)?
-
-    After a laptop sleeps, the master still answers ``-O check`` (that is
-    local) while its TCP connection is dead until the keepalives give up:
-    every remote command through it would wait for its timeout. A dead
-    TensorBoard behind a live link fails at once instead.
-    """
-    if not data.get("forward") or not data.get("local_port"):
-        return False
-    ok, why = probe(url_for(data), timeout=HUNG_AFTER)
-    return not ok and "timed out" in why
-
-
 def _link_answers(shell: Shell, target: Target, paths: Paths) -> bool:
     """Does the remote's sshd still answer through our master?"""
     try:
@@ -1061,29 +1050,23 @@ def _drop_master(shell: Shell, target: Target, paths: Paths, pid: Optional[int])
 
 
 def _answer(data: dict) -> str:
-    """One probe through our forward: "proven" (see _proven), "hung" (see
-    _hung), or "" (no forward, or an answer that proves nothing)."""
+    """One probe through our forward: "proven", "hung" or "".
+
+    "proven": the page answers as only our TensorBoard could, on a socket in
+    our 0700 run directory or behind our secret URL token, so no remote
+    command is needed (each one pays the remote login shell's start-up, e.g.
+    a conda or pyenv init). "hung": no answer at all, not even a refusal:
+    after a laptop sleeps the master still answers ``-O check`` (that is
+    local) while its connection is dead until the keepalives give up, and a
+    dead TensorBoard behind a live link fails at once instead (confirm with
+    :func:`_link_answers`). "": no forward, or an answer that proves nothing.
+    """
     if not data.get("forward") or not data.get("local_port"):
         return ""
     ok, why = probe(url_for(data), timeout=HUNG_AFTER)
     if ok and (data.get("token") or str(data.get("endpoint", "")).startswith("unix ")):
         return "proven"
     return "hung" if not ok and "timed out" in why else ""
-
-
-def _proven(data: dict) -> bool:
-    """Does our TensorBoard answer through our forward, provably ours?
-
-    A page that answers through our forward is our TensorBoard when only we
-    could serve it: on a socket in our 0700 run directory, or behind our
-    secret URL token. Then no remote command is needed (each one pays the
-    remote login shell's start-up, e.g. a conda or pyenv init).
-    """
-    if not data.get("forward") or not data.get("local_port"):
-        return False
-    if not (data.get("token") or str(data.get("endpoint", "")).startswith("unix ")):
-        return False
-    return probe(url_for(data))[0]
 
 
 def _healthy(label: str, url: str, master_pid: Optional[int], remote_pid: Optional[int], data: dict) -> Health:

@@ -144,6 +144,21 @@ esac
 """
 
 
+# The first thing a process of ours does: record its identity (pid, start
+# time, field 22 of /proc/PID/stat, uid, boot id) in "$d/pid", atomically.
+_RECORD_SELF = (
+    "s=$(cat /proc/$$/stat); r=${s##*)}; set -- $r\n"
+    'echo "$$ ${20} $(id -u) $(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp"'
+    ' && mv -f "$d/pid.tmp" "$d/pid"'
+)
+
+
+def _flags(token: Optional[str]) -> str:
+    """Shell that writes TensorBoard's flagfile with the URL token (the
+    script travels on stdin: the token is in no command line)."""
+    return f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
+
+
 def launcher(
     rundir: Optional[str],
     logdir: str,
@@ -163,9 +178,7 @@ def launcher(
     lines = [f"d={rundir}", _ABSOLUTE] if rundir is not None else []
     lines += [
         # Record our identity first: pid, start time, uid, boot id.
-        "s=$(cat /proc/$$/stat); r=${s##*)}; set -- $r",
-        'echo "$$ ${20} $(id -u) $(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp"'
-        ' && mv -f "$d/pid.tmp" "$d/pid"',
+        _RECORD_SELF,
         # A private TMPDIR: /tmp/.tensorboard-info is shared by every user.
         'TMPDIR="$d"; export TMPDIR',
         "cd || exit 1",
@@ -260,7 +273,7 @@ def _node_script(body: str, token: Optional[str]) -> str:
     """What a Slurm step runs (``sh -s``, fed by srun from our run dir): a
     private directory on the node, our launcher and flags in it, then the
     launcher body. Nothing needs a file system shared with the login node."""
-    flags = f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
+    flags = _flags(token)
     return (
         "umask 077\n"
         'd=$(mktemp -d "${TMPDIR:-/tmp}/tensorboard-remote.XXXXXX") || '
@@ -290,9 +303,7 @@ def _srun_script(rundir: str, step: Step) -> str:
     return "\n".join([
         f"d={rundir}",
         _ABSOLUTE,
-        "s=$(cat /proc/$$/stat); r=${s##*)}; set -- $r",
-        'echo "$$ ${20} $(id -u) $(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp"'
-        ' && mv -f "$d/pid.tmp" "$d/pid"',
+        _RECORD_SELF,
         f'echo "{LOG_MARK} starting a step of job {step.job} on {step.node} ($(date))"',
         f'exec {shlex.join(srun)} < "$d/node.sh"',
     ]) + "\n"
@@ -343,7 +354,7 @@ def start_script(
             rundir, logdir, tensorboard_cmd, activate,
             serve=serve, port=port, data_server=data_server, flagfile=token is not None,
         )
-        flags = f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
+        flags = _flags(token)
         files = (
             flags
             + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")

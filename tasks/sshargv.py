@@ -179,17 +179,14 @@ def control_path_pattern(control_dir: str, suffix: str = "") -> str:
     return f"{control_dir.rstrip('/').replace('%', '%%')}/tb-%C{suffix}"
 
 
+def config_argv(target: Target, *options: str) -> list[str]:
+    """``ssh -G``: what OpenSSH resolves for the host from ssh_config."""
+    return ["ssh", "-G", *base_options(target), *options, "--", target.host]
+
+
 def resolve_argv(target: Target, control_dir: str, suffix: str = "") -> list[str]:
-    """``ssh -G``: OpenSSH expands the control path and resolves the host."""
-    return [
-        "ssh",
-        "-G",
-        *base_options(target),
-        "-o",
-        f"ControlPath={control_path_pattern(control_dir, suffix)}",
-        "--",
-        target.host,
-    ]
+    """``ssh -G`` that also expands our control path."""
+    return config_argv(target, "-o", f"ControlPath={control_path_pattern(control_dir, suffix)}")
 
 
 def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[str]:
