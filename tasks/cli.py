@@ -7,12 +7,16 @@ uses, so there is one implementation: ``tensorboard-remote hostA start
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
+from pathlib import Path
 from typing import Optional
 
 from invoke import Collection, Program
 
 from . import __version__, tb
+from . import sandbox
 
 ACTIONS = ("start", "check", "exit", "logs", "open")
 
@@ -79,10 +83,69 @@ def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     argv[0] = "tensorboard-remote"
     if argv[1:2] == ["demo"]:
-        from .sandbox import demo
-
         raise SystemExit(demo(argv[2:]))
     program().run(translate(argv))
+
+
+def _demo_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tensorboard-remote" / "sandbox"
+
+
+def demo(args: list[str]) -> int:
+    """``tensorboard-remote demo [--stop]``: a local sandbox host and a real start."""
+    directory = _demo_dir()
+    box = sandbox.Sandbox(directory)
+    prog = program()
+    common = ["--host", sandbox.ALIAS, "--ssh-config", str(box.ssh_config)]
+    if args == ["--stop"]:
+        if box.ssh_config.exists() and box.pid():
+            prog.run(["tensorboard-remote", "exit", *common], exit=False)
+        box.stop()
+        print(f"demo: stopped the sandbox sshd ({directory})")
+        return 0
+    if args:
+        print("usage: tensorboard-remote demo [--stop]", file=sys.stderr)
+        return 2
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        print(
+            "demo: TensorBoard is not installed here; the sandbox runs it on this machine: "
+            "pip install 'tensorboard-remote[sandbox]'",
+            file=sys.stderr,
+        )
+        return 1
+    if not box.pid():
+        port = box.port if box.sshd_config.exists() else None
+        try:
+            box.create(port).start()
+        except RuntimeError as error:
+            print(f"demo: {error}", file=sys.stderr)
+            return 1
+    logdir = directory / "logdir"
+    if not logdir.exists():
+        sandbox.write_sample_logdir(logdir)
+    print(f"demo: sandbox sshd for {box.user} on 127.0.0.1:{box.port} (ssh -F {box.ssh_config} {sandbox.ALIAS})")
+    prog.run(
+        [
+            "tensorboard-remote",
+            "start",
+            *common,
+            "--logdir",
+            str(logdir),
+            "--tensorboard-cmd",
+            sandbox.local_tensorboard_cmd(),
+            "--remote-dir",
+            str(directory / "remote"),
+        ]
+    )
+    cfg = shlex.quote(str(box.ssh_config))
+    print(
+        f"demo: check it:  tensorboard-remote {sandbox.ALIAS} check --ssh-config {cfg}\n"
+        f"demo: stop it:   tensorboard-remote demo --stop"
+    )
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,8 +4,10 @@ Each script is fed to ``sh -s`` on the remote through our ssh master, so the
 remote login shell never parses it. Every value that comes from a setting is
 shell-quoted here, except the two settings that *are* shell by design
 (``activate`` and ``tensorboard_cmd``). Scripts answer with one line
-``tbr <word> [detail]`` that :func:`parse_reply` reads, after optional
-``tbr-info KEY VALUE`` lines (:func:`parse_info`).
+``tbr <word> [detail]`` that :meth:`Reply.parse` reads, after optional
+``tbr-info KEY VALUE`` lines. This module holds only that shell text and
+its reply protocol; what the replies mean to a session is ``session.py``'s,
+and the Slurm logic around the job scripts is ``slurm.py``'s.
 
 A TensorBoard of ours is recorded in ``<remote_dir>/<sid>/pid`` as
 ``PID STARTTIME UID BOOT_ID``; a pid alone is no identity (pids are reused),
@@ -16,11 +18,15 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from .settings import TbError
+from .errors import TbError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .slurm import Step
 
 _SID = re.compile(r"[0-9a-f]{8,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")
@@ -245,30 +251,6 @@ def _heredoc(path: str, body: str, delimiter: str) -> str:
     return f"cat > {path} <<'{delimiter}'\n{body}{delimiter}\n"
 
 
-@dataclass(frozen=True)
-class Step:
-    """Run TensorBoard as a step of a running Slurm job, on one of its nodes.
-
-    ``bind`` is the node's address as Slurm knows it (NodeAddr): TensorBoard
-    listens there so that the login node can reach it.
-    """
-
-    job: str
-    node: str
-    bind: str
-
-    def __post_init__(self) -> None:
-        if not _JOB_ID.fullmatch(self.job):
-            raise ValueError(f"bad job id {self.job!r}")
-        for value in (self.node, self.bind):
-            if not _NODE.fullmatch(value):
-                raise ValueError(f"bad node name or address {value!r}")
-
-
-_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")  # RFC 1123 names, IPv4, and "_"
-
-
 def _node_script(body: str, token: Optional[str]) -> str:
     """What a Slurm step runs (``sh -s``, fed by srun from our run dir): a
     private directory on the node, our launcher and flags in it, then the
@@ -288,7 +270,7 @@ def _node_script(body: str, token: Optional[str]) -> str:
     )
 
 
-def _srun_script(rundir: str, step: Step) -> str:
+def _srun_script(rundir: str, step: "Step") -> str:
     """Runs on the login node, detached: records its identity, then becomes
     ``srun``, which holds the job step (and so TensorBoard) for as long as it
     runs. Under ``proctrack/cgroup`` a step's processes die with the step, so
@@ -320,7 +302,7 @@ def start_script(
     data_server: str = "auto",
     token: Optional[str] = None,
     wait: float = 0.0,
-    step: Optional[Step] = None,
+    step: Optional["Step"] = None,
 ) -> str:
     """Start TensorBoard detached unless ours is already running, then wait
     up to ``wait`` seconds for it to listen.
@@ -522,6 +504,44 @@ def log_script(rundir: str, lines: int = 20, *, follow: bool = False) -> str:
     return _script(rundir, f'tail -n {int(lines)} "$d/log" 2>/dev/null || true')
 
 
+class Word(Enum):
+    """The word of a script's ``tbr WORD [DETAIL]`` reply."""
+
+    RUNNING = "running"  # ours is running (status, start: reused)
+    STARTED = "started"  # start: a new one, now listening
+    DIED = "died"  # start: it exited before it listened
+    DEAD = "dead"  # status: recorded, but not ours or not alive
+    NONE = "none"  # nothing recorded
+    STOPPED = "stopped"  # stop: signalled and gone
+    GONE = "gone"  # stop: recorded but already gone; never signalled
+    ERROR = "error"  # DETAIL says what
+    JOBS = "jobs"  # job lookup: the tbr-job lines are complete
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A script's answer: its word, the detail after it (a pid, or what
+    went wrong) and its ``tbr-info`` lines."""
+
+    word: Word
+    detail: str = ""
+    info: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, stdout: str) -> Optional["Reply"]:
+        """The reply in a script's output; None if it printed none (the
+        script never ran: ssh failed)."""
+        reply = parse_reply(stdout)
+        if reply is None:
+            return None
+        word, detail = reply
+        try:
+            kind = Word(word)
+        except ValueError:
+            kind, detail = Word.ERROR, f"unexpected-reply {word} {detail}".strip()
+        return cls(kind, detail, parse_info(stdout))
+
+
 def parse_reply(stdout: str) -> Optional[tuple[str, str]]:
     """The last ``tbr WORD DETAIL`` line of a script's output."""
     for line in reversed(stdout.splitlines()):
@@ -543,21 +563,8 @@ def parse_info(stdout: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- Slurm
 
-_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 
-
-def check_job(spec: str) -> str:
-    """A job id (``123``, ``123_4``) or a plain job name; refuse the rest."""
-    spec = str(spec).strip()
-    if _JOB_ID.fullmatch(spec) or _JOB_NAME.fullmatch(spec):
-        return spec
-    raise TbError(
-        f"refusing job {spec!r}: give a Slurm job id (e.g. 123456) or a job name of "
-        f"letters, digits and . _ + -"
-    )
-
-
-def job_script(spec: str) -> str:
+def job_script(spec: str, *, by_id: bool) -> str:
     """Look a job up with ``squeue`` (all states) on the login node.
 
     Prints ``tbr-info user NAME`` (who we are there), one ``tbr-job ID STATE
@@ -567,9 +574,8 @@ def job_script(spec: str) -> str:
     matches only the user's own jobs; a job id matches anyone's, so that a
     wrong id can be told apart from a job of someone else.
     """
-    spec = check_job(spec)
     fmt = shlex.quote("%i|%T|%u|%N")
-    if _JOB_ID.fullmatch(spec):
+    if by_id:
         query = f"squeue -h -t all -j {shlex.quote(spec)} -o {fmt}"
     else:
         query = f'squeue -h -t all -n {shlex.quote(spec)} -u "$me" -o {fmt}'
@@ -598,66 +604,3 @@ printf '%s\n' "$out" | while IFS='|' read -r id st owner nodes; do
 done
 echo "tbr jobs"
 """
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    state: str
-    owner: str
-    node: str
-    addr: str
-
-
-def parse_jobs(stdout: str) -> list[Job]:
-    jobs = []
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 6 and parts[0] == "tbr-job":
-            jobs.append(Job(*parts[1:]))
-    return jobs
-
-
-_ENDED = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
-
-
-def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
-    """The running job of ours that ``spec`` names, or a one-line reason."""
-    by_id = bool(_JOB_ID.fullmatch(spec))
-    if not jobs:
-        if by_id:
-            raise TbError(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
-        raise TbError(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
-    if by_id:
-        others = sorted({job.owner for job in jobs if job.owner != me})
-        if others:
-            raise TbError(
-                f"job {spec} belongs to {others[0]}, not to you ({me}) on {where}: "
-                f"tensorboard-remote attaches only to your own jobs"
-            )
-    running = [job for job in jobs if job.state == "RUNNING"]
-    if len(running) > 1:
-        ids = ", ".join(job.id for job in running)
-        what = f"job {spec} has several running tasks" if by_id else f"several running jobs of yours are named {spec!r}"
-        raise TbError(f"{what} ({ids}): give one of them with --job")
-    job = running[0] if running else jobs[0]
-    if job.state == "RUNNING":
-        if not _JOB_ID.fullmatch(job.id):
-            raise TbError(f"job {job.id} is a kind of job tensorboard-remote cannot start a step in (a heterogeneous job?)")
-        if job.node == "-" or not _NODE.fullmatch(job.node):
-            raise TbError(f"cannot tell the node of job {job.id} on {where} (scontrol show hostnames failed or gave {job.node!r})")
-        if not _NODE.fullmatch(job.addr):
-            # No NodeAddr, or one we cannot forward to (IPv6): the node name.
-            job = Job(job.id, job.state, job.owner, job.node, job.node)
-        return job
-    if len(jobs) > 1 and not by_id:
-        ids = ", ".join(j.id for j in jobs)
-        raise TbError(f"no job named {spec!r} of yours is running yet ({ids}: {jobs[0].state.lower()}); try again once one runs")
-    if job.state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"):
-        raise TbError(
-            f"job {job.id} is {job.state.lower()}: it has no node yet; "
-            f"run tb.start --job {spec} again once squeue shows it RUNNING"
-        )
-    if job.state in _ENDED or job.state == "COMPLETING":
-        raise TbError(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")
-    raise TbError(f"job {job.id} is {job.state.lower()}, not running: cannot start TensorBoard on its node")

@@ -1,7 +1,7 @@
 """A throwaway sshd on 127.0.0.1 for the current user, and a sample logdir.
 
-Used by ``tensorboard-remote demo`` (a newcomer with no cluster yet) and by
-the test suite, so the sandbox is written once. The sshd has its own host
+Used by ``tensorboard-remote demo`` (``cli.py``: a newcomer with no cluster
+yet) and by the test suite, so the sandbox is written once. The sshd has its own host
 key, an authorized key of its own, a pinned known_hosts and strict host key
 checking; an ``ssh_config`` file names it ``sandbox`` so every ssh call
 (ours and yours: ``ssh -F DIR/ssh_config sandbox``) reaches it.
@@ -220,66 +220,3 @@ def write_sample_logdir(logdir: os.PathLike | str, runs: tuple[str, ...] = ("bas
 def local_tensorboard_cmd() -> str:
     """The TensorBoard of this Python, as a remote command for the sandbox."""
     return f"{shlex.quote(sys.executable)} -m tensorboard.main"
-
-
-def _demo_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tensorboard-remote" / "sandbox"
-
-
-def demo(args: list[str]) -> int:
-    """``tensorboard-remote demo [--stop]``: a local sandbox host and a real start."""
-    from .cli import program
-
-    directory = _demo_dir()
-    sandbox = Sandbox(directory)
-    prog = program()
-    common = ["--host", ALIAS, "--ssh-config", str(sandbox.ssh_config)]
-    if args == ["--stop"]:
-        if sandbox.ssh_config.exists() and sandbox.pid():
-            prog.run(["tensorboard-remote", "exit", *common], exit=False)
-        sandbox.stop()
-        print(f"demo: stopped the sandbox sshd ({directory})")
-        return 0
-    if args:
-        print("usage: tensorboard-remote demo [--stop]", file=sys.stderr)
-        return 2
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        print(
-            "demo: TensorBoard is not installed here; the sandbox runs it on this machine: "
-            "pip install 'tensorboard-remote[sandbox]'",
-            file=sys.stderr,
-        )
-        return 1
-    if not sandbox.pid():
-        port = sandbox.port if sandbox.sshd_config.exists() else None
-        try:
-            sandbox.create(port).start()
-        except RuntimeError as error:
-            print(f"demo: {error}", file=sys.stderr)
-            return 1
-    logdir = directory / "logdir"
-    if not logdir.exists():
-        write_sample_logdir(logdir)
-    print(f"demo: sandbox sshd for {sandbox.user} on 127.0.0.1:{sandbox.port} (ssh -F {sandbox.ssh_config} {ALIAS})")
-    prog.run(
-        [
-            "tensorboard-remote",
-            "start",
-            *common,
-            "--logdir",
-            str(logdir),
-            "--tensorboard-cmd",
-            local_tensorboard_cmd(),
-            "--remote-dir",
-            str(directory / "remote"),
-        ]
-    )
-    cfg = shlex.quote(str(sandbox.ssh_config))
-    print(
-        f"demo: check it:  tensorboard-remote {ALIAS} check --ssh-config {cfg}\n"
-        f"demo: stop it:   tensorboard-remote demo --stop"
-    )
-    return 0

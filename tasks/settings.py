@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from .errors import TbError
+
+
 class _EnvNumber(int):
     """An int default that lets invoke's env loader hand us any string.
 
@@ -83,10 +86,6 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between ssh keepalives; the master ends after 3 unanswered.
     "keepalive": _EnvNumber(15),
 }
-
-
-class TbError(Exception):
-    """A failure we can explain to the user in one line."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .settings import TbError
+from .errors import TbError
 
 # Characters a host alias never needs and that would be dangerous if a
 # string ever reached a shell or ssh's option parser.
@@ -63,6 +63,11 @@ class Target:
             "jump_socket": self.jump_socket,
             "tag": self.tag,
         }
+
+    def with_batch(self, batch: bool) -> "Target":
+        """The same target, prompting allowed or not (``batch``), jump host included."""
+        jump = self.jump.with_batch(batch) if self.jump else None
+        return dataclasses.replace(self, batch=batch, jump=jump)
 
     @classmethod
     def from_dict(cls, data: dict, *, batch: bool = False) -> "Target":

@@ -1,9 +1,11 @@
-"""Per-host state on this machine, kept beside the control socket.
+"""The files of a session on this machine, kept beside its control socket.
 
 For a socket ``<control_dir>/tb-<hash>`` (``%C`` expanded by ``ssh -G``) we
-keep ``tb-<hash>.json`` (what we started), ``tb-<hash>.log`` (the master's
-stderr) and ``tb-<hash>.lock`` (serialises tasks on one host). The directory
-is 0700 and the files 0600: they name hosts and paths of the user's.
+keep ``tb-<hash>.json`` (the session's record: ``record.py`` says what is in
+it), ``tb-<hash>.log`` (the master's stderr) and ``tb-<hash>.lock``
+(serialises tasks on one session). The directory is 0700 and the files 0600:
+they name hosts and paths of the user's. This module knows files, not what
+they mean.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .settings import TbError
+from .errors import TbError
 
 # sun_path holds 108 bytes on Linux and 104 on macOS, with the final NUL; a
 # master first binds "<path>.<16 random characters>" and then renames it.
@@ -64,18 +66,19 @@ def check_socket_path(socket: Path) -> None:
         )
 
 
-def load(paths: Paths) -> Optional[dict]:
+def read(paths: Paths) -> Optional[object]:
+    """The JSON in the state file; None if there is none."""
     try:
         with open(paths.state, encoding="utf-8") as handle:
-            data = json.load(handle)
+            return json.load(handle)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
         raise TbError(f"cannot read state file {paths.state}: {error}") from None
-    return data if isinstance(data, dict) else None
 
 
-def save(paths: Paths, data: dict) -> None:
+def write(paths: Paths, data: dict) -> None:
+    """Replace the state file atomically (0600)."""
     tmp = paths.state.with_name(paths.state.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -90,15 +93,9 @@ def remove(paths: Paths, *, socket: bool = False) -> None:
             path.unlink()
 
 
-def all_states(directory: Path) -> list[tuple[Paths, dict]]:
-    """Every host this tool has state for in ``directory``."""
-    found = []
-    for path in sorted(directory.glob("tb-*.json")):
-        paths = Paths(path.with_name(path.name[: -len(".json")]))
-        data = load(paths)
-        if data and "target" in data:
-            found.append((paths, data))
-    return found
+def all_paths(directory: Path) -> list[Paths]:
+    """Every session with a state file in ``directory``."""
+    return [Paths(path.with_name(path.name[: -len(".json")])) for path in sorted(directory.glob("tb-*.json"))]
 
 
 @contextlib.contextmanager

@@ -22,7 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tensorboard_remote import lifecycle, state
+from tensorboard_remote import record, state
+from tensorboard_remote.host import Host
+from tensorboard_remote.session import Session
+from tensorboard_remote.shell import Shell
+from tensorboard_remote.slurm import placement_of
 from tensorboard_remote.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir
 from tensorboard_remote.sshargv import Target
 
@@ -117,7 +121,7 @@ class Rig:
     @property
     def url(self) -> str:
         """The session's URL (with its token), from the recorded state."""
-        return lifecycle.url_for(self.only_state())
+        return record.Record.from_json(self.only_state(), self.control_dir).url
 
     @property
     def ssh_config(self) -> str:
@@ -166,7 +170,7 @@ class Rig:
     def states(self) -> list[dict]:
         if not self.control_dir.exists():
             return []
-        return [data for _, data in state.all_states(self.control_dir)]
+        return [state.read(paths) for paths in state.all_paths(self.control_dir)]
 
     def only_state(self) -> dict:
         states = self.states()
@@ -175,11 +179,11 @@ class Rig:
 
     def cleanup(self) -> None:
         if self.control_dir.exists():
-            shell = lifecycle.Shell()
-            for paths, data in state.all_states(self.control_dir):
-                target = Target.from_dict(data["target"], batch=True)
+            shell = Shell()
+            for paths, rec in record.all_records(self.control_dir):
+                session = Session(Host(shell, rec.target.with_batch(True), paths), placement_of(rec))
                 try:
-                    lifecycle.stop(shell, target, paths, lambda line: None)
+                    session.stop(lambda line: None)
                 except Exception as error:  # noqa: BLE001 - best effort
                     print(f"cleanup of {paths} failed: {error}")
 

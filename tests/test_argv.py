@@ -131,13 +131,14 @@ def test_a_job_session_has_a_control_path_of_its_own_and_forwards_to_the_node():
 def test_a_compute_node_gets_the_login_hosts_user_unless_ssh_config_names_one(tmp_path):
     import getpass
 
-    from tensorboard_remote import lifecycle
+    from tensorboard_remote import slurm
+    from tensorboard_remote.shell import Shell
 
     cfg = tmp_path / "ssh_config"
     other = "alice" if getpass.getuser() != "alice" else "alice2"
     cfg.write_text(f"Host login\n  User {other}\nHost cn9\n  User bob\n")
     login = Target("login", ssh_config=str(cfg))
-    shell = lifecycle.Shell()
+    shell = Shell()
     # ssh -G only: OpenSSH resolves; nothing connects.
-    assert lifecycle._node_user(shell, login, "cn1") == other
-    assert lifecycle._node_user(shell, login, "cn9") is None  # OpenSSH uses bob
+    assert slurm._node_user(shell, login, "cn1") == other
+    assert slurm._node_user(shell, login, "cn9") is None  # OpenSSH uses bob

@@ -9,7 +9,7 @@ from fabric.config import Config as FabricConfig
 from invoke import Collection
 
 import tensorboard_remote
-from tensorboard_remote import cli, tb
+from tensorboard_remote import cli, targets, tb
 
 
 def test_the_collection_is_named_tb_with_its_six_tasks():
@@ -132,4 +132,4 @@ def test_only_key_files_the_user_gave_reach_ssh_not_those_fabric_collected_from_
     # Fabric 3.2.3 piles every host's IdentityFile into the shared config...
     assert len(config.connect_kwargs["key_filename"]) > 7
     # ...we pass only the user's own (OpenSSH reads ssh_config itself).
-    assert tb._given_identities(config) == ("/keys/given",)
+    assert targets.given_identities(config) == ("/keys/given",)

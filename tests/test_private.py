@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tensorboard_remote import lifecycle
 
 from .conftest import BIN, cmdline, family, http_json, listening_tcp_inodes, socket_inodes
 
@@ -111,7 +110,7 @@ def test_a_server_refusing_unix_socket_forwarding_falls_back_to_tcp_with_the_tok
     data = rig.only_state()
     assert data["serve"] == "tcp" and data["endpoint"].startswith("tcp ")
     assert data["token"] and f"/{data['token']}/" in result.stdout
-    assert http_json(lifecycle.url_for(data) + "data/logdir") == {"logdir": str(rig.logdir)}
+    assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
     # The TCP listener is TensorBoard's own on 127.0.0.1, and only one TensorBoard runs.
     check = rig.run([str(BIN / "fab"), "-H", "strict", "-S", str(strict_sandbox.ssh_config), "tb.check"])
     assert check.returncode == 0, check.stdout

@@ -1,0 +1,28 @@
+"""The errors tensorboard-remote explains to its user.
+
+Every failure we can explain is a :class:`TbError` whose message is one line
+(maybe followed by a remote log tail) that says what failed and what to do.
+The task layer (``tb.py``) turns it into invoke's ``Exit`` in one place. The
+subclasses are the ones the code branches on.
+"""
+
+from __future__ import annotations
+
+
+class TbError(Exception):
+    """A failure we can explain to the user in one line."""
+
+
+class CommandTimeout(TbError):
+    """A local command (ssh) did not finish within its timeout: a stale
+    control socket or a hung link, rather than a refusal."""
+
+
+class RemoteFailed(TbError):
+    """A remote script gave no reply: ssh itself failed (the host is
+    unreachable, or refused us)."""
+
+
+class StreamLocalRefused(TbError):
+    """The server refuses forwarding to a Unix socket
+    (``AllowStreamLocalForwarding no``): fall back to TCP."""

@@ -1,0 +1,97 @@
+"""Is a session healthy? The HTTP probe through our forward, what its answer
+proves, and the typed result ``tb.check`` and ``tb.list`` report."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+from .host import HUNG_AFTER
+from .record import Record
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One ``GET <url>data/logdir``: did TensorBoard answer, and if not, why."""
+
+    ok: bool
+    reason: str
+
+    @property
+    def timed_out(self) -> bool:
+        return not self.ok and "timed out" in self.reason
+
+
+def probe(url: str, timeout: float = 3.0) -> Probe:
+    """Does TensorBoard answer ``GET <url>data/logdir``?"""
+    try:
+        with urllib.request.urlopen(url + "data/logdir", timeout=timeout) as response:
+            body = response.read(4096)
+            if response.status == 200 and b"logdir" in body:
+                return Probe(True, "ok")
+            return Probe(False, f"HTTP {response.status}")
+    except urllib.error.HTTPError as error:
+        return Probe(False, f"HTTP {error.code}")
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", error)
+        return Probe(False, str(reason) or type(error).__name__)
+
+
+class Answer(Enum):
+    """What one probe through a session's forward proves."""
+
+    #: The page answers as only our TensorBoard could: on a socket in our
+    #: 0700 run directory, or behind our secret URL token. No remote command
+    #: is needed (each one pays the remote login shell's start-up, e.g. a
+    #: conda or pyenv init).
+    PROVEN = "proven"
+    #: No answer at all, not even a refusal: after a laptop sleeps the master
+    #: still answers ``-O check`` (that is local) while its connection is
+    #: dead until the keepalives give up; a dead TensorBoard behind a live
+    #: link fails at once instead (confirm with ``Host.link_answers``).
+    HUNG = "hung"
+    #: No forward yet, or an answer that proves nothing.
+    UNPROVEN = "unproven"
+
+
+def answer(rec: Optional[Record], check=None) -> Answer:
+    """Probe ``rec``'s forward once (``check``: the probe, for tests)."""
+    if rec is None or not rec.forward or not rec.url:
+        return Answer.UNPROVEN
+    result = (check or probe)(rec.url, timeout=HUNG_AFTER)
+    if result.ok and (rec.token or str(rec.endpoint or "").startswith("unix ")):
+        return Answer.PROVEN
+    return Answer.HUNG if result.timed_out else Answer.UNPROVEN
+
+
+class Status(Enum):
+    """Why a session is or is not healthy (``tb.list --json`` shows it)."""
+
+    OK = "ok"
+    NO_TUNNEL = "no-tunnel"
+    STALE_SOCKET = "stale-socket"
+    UNRECORDED_MASTER = "unrecorded-master"
+    HUNG_LINK = "hung-link"
+    REMOTE_SILENT = "remote-silent"
+    NOT_RUNNING = "not-running"
+    NO_FORWARD = "no-forward"
+    PAGE_SILENT = "page-silent"
+
+
+@dataclass(frozen=True)
+class Health:
+    status: Status
+    label: str
+    detail: str  # what a person reads after "LABEL: "
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def line(self) -> str:
+        return f"{self.label}: {self.detail}"

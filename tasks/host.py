@@ -1,0 +1,266 @@
+"""One host as we reach it: our OpenSSH master to it and what rides on it.
+
+A :class:`Host` is the shell that runs ssh, the :class:`Target` (how OpenSSH
+is to reach the host) and the :class:`Paths` of our control socket and
+files. Everything that talks to the host goes through it: the master's
+state, opening, closing and dropping it, forwards, remote scripts, the
+remote log and the link probe. Which argv each step runs is
+``sshargv.py``'s; what the scripts say is ``remote.py``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+from . import remote, sshargv, state
+from .errors import CommandTimeout, RemoteFailed, TbError
+from .shell import Shell, last_line
+from .sshargv import Target
+from .state import Paths
+
+#: Seconds without any answer after which a link is taken for hung.
+HUNG_AFTER = 3.0
+
+# The lines of an ssh error log that say what went wrong, in order of use.
+_SSH_FAILURES = (
+    "Address already in use",
+    "cannot listen",
+    "Could not request local forwarding",
+    "Host key verification failed",
+    "IDENTIFICATION HAS CHANGED",
+    "Permission denied",
+    "Could not resolve hostname",
+    "Connection refused",
+    "Connection timed out",
+    "timed out",
+    "No route to host",
+    "Connection closed",
+)
+
+
+def ssh_failure(text: str) -> str:
+    """The line of an ssh error log that says what went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for key in _SSH_FAILURES:
+        for line in lines:
+            if key in line:
+                return line
+    return lines[-1] if lines else "ssh exited without a message"
+
+
+class MasterState(Enum):
+    UP = "up"  # answers -O check
+    STALE = "stale"  # a socket whose master is dead or hung
+    NONE = "none"  # no socket
+
+
+@dataclass(frozen=True)
+class Master:
+    state: MasterState
+    pid: Optional[int] = None
+
+
+def resolve(shell: Shell, target: Target, key: str, argv: Optional[list[str]] = None) -> Optional[str]:
+    """One value that ``ssh -G`` prints for ``target`` (OpenSSH resolves
+    ssh_config; we never parse it)."""
+    outcome = shell.run(
+        argv or sshargv.config_argv(dataclasses.replace(target, jump=None)), timeout=shell.quick, what="ssh -G"
+    )
+    if not outcome.ok:
+        raise TbError(f"ssh cannot resolve {target.label}: {last_line(outcome.stderr)}")
+    for line in outcome.stdout.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value:
+            return value
+    return None
+
+
+class Host:
+    """A target, our control socket for it, and the shell that runs ssh."""
+
+    def __init__(self, shell: Shell, target: Target, paths: Paths) -> None:
+        self.shell = shell
+        self.target = target
+        self.paths = paths
+
+    @classmethod
+    def locate(cls, shell: Shell, target: Target, control_dir: str, suffix: str = "") -> "Host":
+        """``target`` with our control socket, as ``ssh -G`` expands ``tb-%C``."""
+        directory = state.control_dir(control_dir)
+        value = resolve(shell, target, "controlpath", sshargv.resolve_argv(target, str(directory), suffix))
+        if not value:
+            raise TbError(f"ssh -G printed no controlpath for {target.label}")
+        paths = Paths(Path(value))
+        state.check_socket_path(paths.socket)
+        return cls(shell, target, paths)
+
+    def __repr__(self) -> str:
+        return f"Host({self.target.label!r}, {str(self.paths.socket)!r})"
+
+    @property
+    def label(self) -> str:
+        return self.target.label
+
+    @property
+    def socket(self) -> str:
+        return str(self.paths.socket)
+
+    def with_target(self, target: Target) -> "Host":
+        return Host(self.shell, target, self.paths)
+
+    # ------------------------------------------------------------ master
+
+    def master(self) -> Master:
+        if not self.paths.socket.exists():
+            return Master(MasterState.NONE)
+        try:
+            outcome = self.shell.run(
+                sshargv.control_argv(self.target, self.socket, "check"), timeout=self.shell.quick, what="ssh -O check"
+            )
+        except TbError:
+            return Master(MasterState.STALE)
+        if outcome.ok:
+            match = re.search(r"pid=(\d+)", outcome.stderr + outcome.stdout)
+            return Master(MasterState.UP, int(match.group(1)) if match else None)
+        return Master(MasterState.STALE)
+
+    def open(self, keepalive: int) -> Optional[int]:
+        """Open the ControlMaster (no forward yet); its pid."""
+        log = self.paths.log
+        log.write_text("")
+        log.chmod(0o600)
+        argv = sshargv.master_argv(self.target, self.socket, keepalive, str(log))
+        # Interactive users may type a password or a second factor here.
+        timeout = self.target.connect_timeout + (20 if self.target.batch else 300)
+        # The master keeps its stdout/stderr: send them to a file, never to a
+        # pipe we wait on (a ProxyJump child would hold the pipe open).
+        outcome = self.shell.run(argv, timeout=timeout, log=log, what=f"ssh to {self.label}")
+        text = log.read_text(errors="replace")
+        if not outcome.ok:
+            self.clear_stale()
+            raise TbError(f"cannot connect to {self.label}: {ssh_failure(text)}")
+        master = self.master()
+        if master.state is not MasterState.UP:
+            raise TbError(f"ssh master for {self.label} exited at once: {ssh_failure(text)}")
+        return master.pid
+
+    def close(self) -> None:
+        self.shell.run(sshargv.control_argv(self.target, self.socket, "exit"), timeout=self.shell.quick, what="ssh -O exit")
+        # The master removes its socket as it exits; wait briefly so a
+        # following start does not find it.
+        deadline = time.monotonic() + 2.0
+        while self.paths.socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close_if_up(self) -> Master:
+        """Close the master if it is up, clear a stale socket; what it was."""
+        master = self.master()
+        if master.state is MasterState.UP:
+            self.close()
+        elif master.state is MasterState.STALE:
+            self.clear_stale()
+        return master
+
+    def drop(self, pid: Optional[int]) -> None:
+        """Close a master whose connection hangs (it still obeys ``-O exit``)."""
+        try:
+            self.close()
+        except TbError:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        self.clear_stale()
+
+    def clear_stale(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+
+    def link_answers(self) -> bool:
+        """Does the remote's sshd still answer through our master? A channel
+        request to a closed port is answered at once (refused) on a live
+        link, never on a dead one; no login shell runs."""
+        try:
+            self.shell.run(sshargv.link_probe_argv(self.target, self.socket), timeout=HUNG_AFTER, what="ssh -W")
+        except CommandTimeout:
+            return False
+        return True
+
+    # ---------------------------------------------------------- forwards
+
+    def forward(self, spec: str, local_port: int) -> None:
+        outcome = self.shell.run(
+            sshargv.forward_argv(self.target, self.socket, spec, "forward"), timeout=self.shell.quick, what="ssh -O forward"
+        )
+        if not outcome.ok:
+            reason = outcome.reason
+            if "in use" in reason or "forwarding failed" in reason.lower():
+                raise TbError(
+                    f"cannot forward local port {local_port} ({reason}): it is probably in use; "
+                    f"choose another with --local-port"
+                )
+            raise TbError(f"cannot add the forward on the ssh master: {reason}")
+
+    def cancel(self, spec: str) -> None:
+        with contextlib.suppress(TbError):
+            self.shell.run(
+                sshargv.forward_argv(self.target, self.socket, spec, "cancel"), timeout=self.shell.quick, what="ssh -O cancel"
+            )
+
+    def log_size(self) -> int:
+        """Where the master's log ends now (see :meth:`log_since`)."""
+        try:
+            return self.paths.log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with open(self.paths.log, "rb") as handle:
+                handle.seek(offset)
+                return handle.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # ---------------------------------------------------------- remote
+
+    def _remote_argv(self, through_master: bool) -> list[str]:
+        return sshargv.remote_argv(self.target, self.socket if through_master else None)
+
+    def run(self, script: str, *, timeout: Optional[float] = None, through_master: bool = True) -> remote.Reply:
+        """Run a remote script (through the master, or with a login of its
+        own when the master is gone); its reply."""
+        outcome = self.shell.run(
+            self._remote_argv(through_master), timeout=timeout or self.shell.quick, stdin=script, what=f"ssh to {self.label}"
+        )
+        reply = remote.Reply.parse(outcome.stdout)
+        if reply is None:
+            raise RemoteFailed(f"remote step on {self.label} failed: {outcome.reason}")
+        return reply
+
+    def log_tail(self, rundir: str) -> str:
+        """The tail of TensorBoard's remote log ("" if it cannot be read)."""
+        try:
+            outcome = self.shell.run(self._remote_argv(True), timeout=self.shell.quick, stdin=remote.log_script(rundir))
+        except TbError:
+            return ""
+        return outcome.stdout.rstrip()
+
+    def stream(self, script: str, *, follow: bool, through_master: bool) -> int:
+        """Run a remote script with its output going straight to ours.
+
+        Without ``follow`` it has the quick timeout; with it, it runs until
+        the user presses Ctrl-C (the ssh client then ends the remote tail).
+        """
+        return self.shell.stream(
+            self._remote_argv(through_master), stdin=script,
+            timeout=None if follow else self.shell.quick + 10, what=f"ssh to {self.label}",
+        )

@@ -1,0 +1,488 @@
+"""A session: one TensorBoard of ours, behind one ssh master, on one host.
+
+``tb.start`` first looks (the master's state, the session's record, one
+probe through its forward, and the link only when that probe hangs), then
+:func:`plan` decides what to do from what it saw, and :class:`Session`
+carries the plan out. ``tb.check`` and ``tb.exit`` are :meth:`Session.check`
+and :meth:`Session.stop`. Where TensorBoard runs (the host itself, or a Slurm
+job behind it) is the session's :class:`~placement.Placement`.
+
+The start decision (also in the README):
+
+=========  ======  ========  =====  ==========  ==============  ==========
+master     record  probe     link   tunnel      TensorBoard     local port
+=========  ======  ========  =====  ==========  ==============  ==========
+up         none    -         -      replace     start           pick
+none       any     -         -      open        ensure          pick
+stale      any     -         -      clear+open  ensure          pick
+up         yes     proven    -      keep        reuse (no ssh)  keep
+up         yes     hung      dead   reconnect   ensure          pick
+up         yes     hung      alive  keep        ensure          keep
+up         yes     unproven  -      keep        ensure          keep if forwarded
+=========  ======  ========  =====  ==========  ==============  ==========
+
+"ensure" runs the start script: it reuses a TensorBoard that is provably
+ours (pid, start time, uid and boot id) and starts one otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, NoReturn, Optional
+
+from . import health, messages, ports, record, remote, sshargv, state
+from .errors import StreamLocalRefused, TbError
+from .health import Answer, Health, Status
+from .host import HUNG_AFTER, Host, Master, MasterState
+from .placement import HERE, Launch, Placement
+from .progress import Reporter
+from .record import JobRef, Record
+from .remote import Word
+from .settings import Settings
+
+Say = Callable[[str], None]
+
+#: Seconds between "is our TensorBoard still alive" checks while waiting.
+LIVENESS_EVERY = 0.5
+#: Seconds between HTTP probes while waiting for the page.
+PROBE_EVERY = 0.05
+
+
+class Tunnel(Enum):
+    KEEP = "keep"  # the master is up, and the session's
+    OPEN = "open"  # no master: open one
+    CLEAR = "clear"  # a stale socket (the master died): remove it, then open
+    REPLACE = "replace"  # a master of ours with no record: we cannot tell what it forwards; close it, then open
+    RECONNECT = "reconnect"  # the master is up but its link is dead (a laptop slept): drop it, then open
+
+
+class Board(Enum):
+    REUSE = "reuse"  # proven ours and answering: no remote command at all
+    ENSURE = "ensure"  # the start script: reuse ours if it runs, else start one
+
+
+@dataclass(frozen=True)
+class Plan:
+    tunnel: Tunnel
+    board: Board
+    keep_port: bool  # the live forward keeps its local port
+
+    @property
+    def opens(self) -> bool:
+        return self.tunnel is not Tunnel.KEEP
+
+
+def plan(master: MasterState, rec: Optional[Record], answer: Answer, link: Optional[bool] = None) -> Plan:
+    """What ``tb.start`` does, from what it saw (the table in the module
+    docstring). ``link``: whether sshd answered through the master, asked
+    only when the probe hung (None: not asked)."""
+    if master is MasterState.STALE:
+        return Plan(Tunnel.CLEAR, Board.ENSURE, keep_port=False)
+    if master is MasterState.NONE:
+        return Plan(Tunnel.OPEN, Board.ENSURE, keep_port=False)
+    if rec is None:
+        return Plan(Tunnel.REPLACE, Board.ENSURE, keep_port=False)
+    if answer is Answer.HUNG and not link:
+        return Plan(Tunnel.RECONNECT, Board.ENSURE, keep_port=False)
+    if answer is Answer.PROVEN:
+        return Plan(Tunnel.KEEP, Board.REUSE, keep_port=True)
+    return Plan(Tunnel.KEEP, Board.ENSURE, keep_port=bool(rec.forward))
+
+
+@dataclass(frozen=True)
+class Started:
+    """What ``tb.start`` leaves: the record as saved, and its URL."""
+
+    record: Record
+    url: str
+    reused: bool  # nothing was started or opened
+
+
+def requested(settings: Settings) -> dict[str, Any]:
+    """The settings that define a session: a start with others must not reuse it."""
+    wanted: dict[str, Any] = {
+        "logdir": settings.logdir,
+        "remote_dir": settings.remote_dir,
+        "local_port": settings.local_port,
+        "serve": settings.serve,
+        "url_token": settings.url_token,
+    }
+    if settings.serve == "tcp":
+        wanted["remote_port"] = settings.remote_port
+    return wanted
+
+
+def refuse_other_settings(rec: Record, settings: Settings, label: str) -> None:
+    was = rec.requested
+    differ = [key for key, value in requested(settings).items() if was.get(key) != value]
+    if differ:
+        shown = ", ".join(f"{key}={was.get(key)!r}" for key in differ)
+        raise TbError(
+            f"{label} already has a tb session with {shown}: "
+            f"run tb.exit for it first, or start with the same settings"
+        )
+
+
+class Session:
+    """Start, check and stop the session on ``host``."""
+
+    def __init__(self, host: Host, placement: Placement = HERE, *, probe: Callable[..., health.Probe] = health.probe) -> None:
+        self.host = host
+        self.placement = placement
+        #: The HTTP probe (a stand-in in the unit tests).
+        self.probe = probe
+
+    @property
+    def label(self) -> str:
+        return self.host.label
+
+    def record(self) -> Optional[Record]:
+        """The session's record, as saved (None: nothing recorded)."""
+        return record.load(self.host.paths)
+
+    # ------------------------------------------------------------ start
+
+    def start(self, settings: Settings, report: Reporter) -> Started:
+        """Open (or reuse) the master, start (or reuse) TensorBoard, wait for the page."""
+        host = self.host
+        with state.locked(host.paths):
+            rec = record.load(host.paths)
+            if rec is not None:
+                refuse_other_settings(rec, settings, self.label)
+            master = host.master()
+            seen = health.answer(rec, self.probe) if master.state is MasterState.UP else Answer.UNPROVEN
+            link = host.link_answers() if seen is Answer.HUNG else None
+            return self._carry_out(plan(master.state, rec, seen, link), rec, master, settings, report)
+
+    def _carry_out(self, chosen: Plan, rec: Optional[Record], master: Master, settings: Settings, report: Reporter) -> Started:
+        host, label, say = self.host, self.label, report.say
+        if chosen.tunnel is Tunnel.REPLACE:
+            host.close()
+        elif chosen.tunnel is Tunnel.CLEAR:
+            say(f"{label}: removing a stale control socket left by a master that died")
+            host.clear_stale()
+        elif chosen.tunnel is Tunnel.RECONNECT:
+            say(f"{label}: {messages.RECONNECTING}")
+            host.drop(master.pid)
+        if chosen.board is Board.REUSE and rec is not None and rec.url:
+            say(f"{label}: reusing the tunnel (ssh master pid {master.pid}) and TensorBoard (pid {rec.remote_pid})")
+            report.result(rec.url, f"{label}: TensorBoard ready at {rec.url}")
+            return Started(rec, rec.url, reused=True)
+        # Choose the local port before anything starts, so a busy port costs
+        # nothing; a live forward keeps its port.
+        if chosen.keep_port and rec is not None and rec.local_port:
+            local_port = rec.local_port
+        else:
+            local_port = ports.CLAIMS.pick(settings, label, say, ports.ours(host.paths))
+        master_pid = master.pid
+        if chosen.opens:
+            report.phase(f"{label}: connecting")
+            master_pid = host.open(settings.keepalive)
+            again = "re" if rec is not None and rec.remote_pid else ""
+            say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
+        job = self._find(rec, chosen, report)
+        rec = self._recorded(rec, settings, job, opened=chosen.opens, local_port=local_port, master_pid=master_pid)
+        record.save(host.paths, rec)
+        rec = _Launch(self, settings, report).run(rec, chosen.opens)
+        assert rec.url is not None
+        report.result(rec.url, f"{label}: TensorBoard ready at {rec.url}")
+        return Started(rec, rec.url, reused=False)
+
+    def _find(self, rec: Optional[Record], chosen: Plan, report: Reporter) -> Optional[JobRef]:
+        """The placement's look-up (a Slurm job's node); on failure, close
+        what this start opened and leave no record it made."""
+        try:
+            return self.placement.find(self.host, report)
+        except TbError:
+            if chosen.opens:
+                self.host.close()
+                if rec is None:
+                    state.remove(self.host.paths, socket=True)
+            raise
+
+    def _recorded(self, rec: Optional[Record], settings: Settings, job: Optional[JobRef], *, opened: bool, **now: Any) -> Record:
+        """The record as this start leaves it before TensorBoard starts."""
+        if rec is None:
+            rec = Record(
+                sid=secrets.token_hex(8),
+                target=self.host.target,
+                serve=self.placement.serve(settings),
+                logdir=settings.logdir,
+                remote_dir=settings.remote_dir,
+                socket=self.host.socket,
+                started_at=time.time(),
+                requested=requested(settings),
+                token=secrets.token_urlsafe(18) if settings.url_token else None,
+            )
+        if job is not None:
+            rec = dataclasses.replace(rec, job=job)
+        if opened:
+            rec = dataclasses.replace(rec, forward=None)  # forwards die with their master
+        return dataclasses.replace(
+            rec, target=self.host.target, logdir=settings.logdir, remote_dir=settings.remote_dir,
+            socket=self.host.socket, **now,
+        )
+
+    # ------------------------------------------------------------ check
+
+    def check(self) -> Health:
+        """Is the tunnel up, TensorBoard running, and the page answering?"""
+        host, label = self.host, self.label
+        rec = record.load(host.paths)
+        master = host.master()
+
+        def unwell(status: Status, detail: str) -> Health:
+            return Health(status, label, detail)
+
+        if rec is None:
+            if master.state is MasterState.UP:
+                return unwell(Status.UNRECORDED_MASTER, f"an ssh master of ours is up (pid {master.pid}) but no TensorBoard is recorded: run tb.start or tb.exit")
+            if master.state is MasterState.STALE:
+                return unwell(Status.STALE_SOCKET, f"stale control socket {host.paths.socket} (the ssh master died); tb.start repairs it")
+            return unwell(Status.NO_TUNNEL, "no tunnel (start one with tb.start)")
+        pid = rec.remote_pid
+        if master.state is MasterState.STALE:
+            return unwell(Status.STALE_SOCKET, f"stale control socket (the ssh master died); TensorBoard pid {pid} not checked; tb.start reopens the tunnel")
+        if master.state is MasterState.NONE:
+            return unwell(Status.NO_TUNNEL, f"no tunnel (the ssh master is gone); TensorBoard pid {pid} not checked; tb.start reopens the tunnel")
+        seen = health.answer(rec, self.probe)
+        if seen is Answer.PROVEN:
+            return self._healthy(rec, master.pid, pid)
+        if seen is Answer.HUNG and not host.link_answers():
+            return unwell(Status.HUNG_LINK, f"the tunnel does not answer ({rec.url} gave nothing for {HUNG_AFTER:g}s: a laptop that slept, or a dropped link?); tb.start reconnects")
+        try:
+            reply = host.run(remote.status_script(rec.rundir))
+        except TbError as error:
+            return unwell(Status.REMOTE_SILENT, f"tunnel up but the remote did not answer: {error}")
+        if reply.word is not Word.RUNNING:
+            return unwell(Status.NOT_RUNNING, self.placement.not_running(label, rec))
+        if not rec.url:
+            return unwell(Status.NO_FORWARD, f"TensorBoard pid {reply.detail} is running but no forward was set up; tb.start completes it")
+        page = self.probe(rec.url)
+        if not page.ok:
+            return unwell(Status.PAGE_SILENT, f"TensorBoard pid {reply.detail} is running but {rec.url} is not answering ({page.reason})")
+        return self._healthy(rec, master.pid, int(reply.detail))
+
+    def _healthy(self, rec: Record, master_pid: Optional[int], remote_pid: Optional[int]) -> Health:
+        return Health(Status.OK, self.label, f"ok {rec.url} ssh-master={master_pid} tensorboard={remote_pid} logdir={rec.logdir}")
+
+    # ------------------------------------------------------------- stop
+
+    def stop(self, say: Say) -> None:
+        """Close the tunnel and stop only the TensorBoard we started."""
+        host, label = self.host, self.label
+        with state.locked(host.paths):
+            rec = record.load(host.paths)
+            master = host.master()
+            if rec is None:
+                if master.state is MasterState.UP:
+                    host.close()
+                    say(f"{label}: closed the tunnel (ssh master pid {master.pid}); no TensorBoard was recorded")
+                else:
+                    if master.state is MasterState.STALE:
+                        host.clear_stale()
+                    say(f"{label}: nothing to stop")
+                state.remove(host.paths)
+                self.placement.after_stop(host, say)
+                return
+            up = master.state is MasterState.UP
+            if not up:
+                say(f"{label}: the tunnel is gone; connecting to stop TensorBoard")
+            try:
+                reply = host.run(remote.stop_script(rec.rundir), timeout=host.shell.quick + 10, through_master=up)
+            except TbError as error:
+                forgotten = None if up else self.placement.unreachable(host, rec, error)
+                if forgotten is None:
+                    raise TbError(
+                        f"could not stop TensorBoard pid {rec.remote_pid} on {label}: {error}; "
+                        f"its record is kept, run tb.exit again when {label} is reachable"
+                    ) from None
+                state.remove(host.paths)
+                self.placement.after_stop(host, say)
+                say(f"{label}: {forgotten}")
+                return
+            if reply.word is Word.ERROR:
+                raise TbError(f"could not stop TensorBoard on {label}: {reply.detail}")
+            if up:
+                host.close()
+            elif master.state is MasterState.STALE:
+                host.clear_stale()
+            state.remove(host.paths)
+            parts = []
+            if reply.word is Word.STOPPED:
+                parts.append(self.placement.stopped(rec, reply))
+            elif reply.word is Word.GONE:
+                parts.append(f"TensorBoard pid {reply.detail} had already exited")
+            parts.append(f"closed the tunnel (ssh master pid {master.pid})" if up else "no tunnel was open")
+            say(f"{label}: " + "; ".join(parts))
+            self.placement.after_stop(host, say)
+
+
+class _Launch:
+    """One start of TensorBoard behind a session's master: run the start
+    script, forward to where TensorBoard listens, wait for the page."""
+
+    def __init__(self, session: Session, settings: Settings, report: Reporter) -> None:
+        self.session = session
+        self.host = session.host
+        self.placement = session.placement
+        self.settings = settings
+        self.report = report
+        self.label = session.label
+        self.deadline = 0.0
+
+    def run(self, rec: Record, opened: bool) -> Record:
+        """Start or reuse TensorBoard, forward to it, wait for the page; the
+        record as saved."""
+        launch = self.placement.launch(rec)
+        self.deadline = time.monotonic() + self.settings.start_timeout
+        reply = self._start_script(rec, launch)
+        rec = dataclasses.replace(rec, remote_pid=int(reply.detail))
+        record.save(self.host.paths, rec)
+        if reply.info.get("endpoint"):
+            endpoint, isolation = reply.info["endpoint"], reply.info.get("isolation", "shared")
+        else:
+            endpoint, isolation = self._wait_endpoint(rec)
+        rec = dataclasses.replace(rec, endpoint=endpoint, isolation=isolation)
+        reused = reply.word is Word.RUNNING
+        self._announce(rec, reused, opened)
+        rec = self._forward(rec, launch, reused)
+        self.report.phase(f"{self.label}: waiting for the page")
+        try:
+            self._wait_page(rec)
+        except StreamLocalRefused:
+            return self.run(self._fall_back_to_tcp(rec), opened)
+        return rec
+
+    def _start_script(self, rec: Record, launch: Launch) -> remote.Reply:
+        """One round trip: the script starts TensorBoard and waits, on the
+        remote, until it listens (each remote command pays the login shell's
+        start-up, e.g. a conda or pyenv init in ~/.bashrc)."""
+        settings = self.settings
+        data_server = settings.data_server
+        if rec.serve == "tcp" and data_server == "auto":
+            data_server = "off"  # TCP must be reachable from sshd: no namespace
+        port = launch.port if launch.port is not None else (0 if rec.fallback else settings.remote_port)
+        script = remote.start_script(
+            rec.rundir, rec.logdir, settings.tensorboard_cmd, settings.activate,
+            serve=rec.serve, port=port if rec.serve == "tcp" else 0, data_server=data_server,
+            token=rec.token, wait=settings.start_timeout, step=launch.step,
+        )
+        self.report.phase(self.placement.starting(self.label, rec))
+        reply = self.host.run(script, timeout=settings.start_timeout + self.host.shell.quick + 10)
+        if reply.word is Word.ERROR:
+            self._discard(rec)
+            raise TbError(messages.start_error(reply.detail, self.label, settings))
+        if reply.word is Word.DIED:
+            self._died(rec)
+        return reply
+
+    def _announce(self, rec: Record, reused: bool, opened: bool) -> None:
+        """The TensorBoard line (the tunnel's own line was said when it opened)."""
+        say, label, pid = self.report.say, self.label, rec.remote_pid
+        if reused and not opened:
+            say(f"{label}: reusing the tunnel (ssh master pid {rec.master_pid}) and TensorBoard (pid {pid})")
+        elif reused:
+            say(f"{label}: TensorBoard pid {pid} was still running")
+        else:
+            assert pid is not None
+            say(self.placement.started(label, rec, pid, str(rec.isolation), opened))
+
+    def _forward(self, rec: Record, launch: Launch, reused: bool) -> Record:
+        """Point the master's forward at where TensorBoard listens."""
+        assert rec.local_port is not None and rec.endpoint is not None
+        spec = sshargv.forward_spec(rec.local_port, rec.endpoint, launch.forward_host)
+        if spec != rec.forward:
+            self.report.phase(f"{self.label}: opening the tunnel")
+            if rec.forward:
+                self.host.cancel(rec.forward)
+            try:
+                self.host.forward(spec, rec.local_port)
+            except TbError:
+                if not reused:
+                    self._discard(rec)
+                raise
+            self.report.say(f"{self.label}: forwarding 127.0.0.1:{rec.local_port} here to {self.placement.forwarded(rec, launch)}")
+        rec = dataclasses.replace(rec, forward=spec)
+        record.save(self.host.paths, rec)
+        return rec
+
+    def _fall_back_to_tcp(self, rec: Record) -> Record:
+        """The server refused Unix-socket forwarding: stop this TensorBoard,
+        and start again on TCP."""
+        if rec.serve != "unix":
+            raise TbError(f"{self.label} refused the forward to TensorBoard") from None
+        self.report.say(
+            f"{self.label}: the server refuses Unix-socket forwarding (AllowStreamLocalForwarding no); "
+            f"falling back to TCP on its 127.0.0.1 with a free port"
+            + (" and the URL token" if rec.token else "")
+        )
+        self.host.run(remote.stop_script(rec.rundir), timeout=self.host.shell.quick + 10)
+        if rec.forward:
+            self.host.cancel(rec.forward)
+        rec = dataclasses.replace(rec, serve="tcp", fallback=True, forward=None, endpoint=None)
+        record.save(self.host.paths, rec)
+        return rec
+
+    def _wait_endpoint(self, rec: Record) -> tuple[str, str]:
+        """Poll the remote until TensorBoard says where it listens."""
+        while True:
+            reply = self.host.run(remote.status_script(rec.rundir))
+            if reply.word is not Word.RUNNING:
+                self._died(rec)
+            if reply.info.get("endpoint"):
+                return reply.info["endpoint"], reply.info.get("isolation", "shared")
+            if time.monotonic() >= self.deadline:
+                raise TbError(self._timed_out(rec, "not listening yet"))
+            time.sleep(PROBE_EVERY)
+
+    def _wait_page(self, rec: Record) -> None:
+        """Poll the page through the tunnel; check liveness now and then.
+
+        TensorBoard wrote its endpoint only once its socket listened, so a
+        connection through a Unix-socket forward that the master reports as
+        "open failed" while TensorBoard is alive means the server refused
+        stream-local forwarding (``AllowStreamLocalForwarding no``).
+        """
+        assert rec.url is not None
+        unix = str(rec.endpoint).startswith("unix ")
+        mark = self.host.log_size()
+        next_liveness = time.monotonic() + LIVENESS_EVERY
+        while True:
+            page = self.session.probe(rec.url)
+            if page.ok:
+                return
+            if unix and "open failed" in self.host.log_since(mark):
+                if self.host.run(remote.status_script(rec.rundir)).word is Word.RUNNING:
+                    raise StreamLocalRefused(f"{self.label} refuses Unix-socket forwarding")
+            now = time.monotonic()
+            if now >= next_liveness or now >= self.deadline:
+                if self.host.run(remote.status_script(rec.rundir)).word is not Word.RUNNING:
+                    self._died(rec)
+                next_liveness = time.monotonic() + LIVENESS_EVERY
+            if now >= self.deadline:
+                raise TbError(self._timed_out(rec, page.reason))
+            time.sleep(PROBE_EVERY)
+
+    def _timed_out(self, rec: Record, why: str) -> str:
+        return messages.timed_out(self.host.log_tail(rec.rundir), self.label, self.settings, rec.remote_pid or 0, why)
+
+    def _died(self, rec: Record) -> NoReturn:
+        """TensorBoard exited before it answered: say why, leave nothing behind."""
+        message = messages.died(self.host.log_tail(rec.rundir), self.label, self.settings)
+        self._discard(rec)
+        raise TbError(message)
+
+    def _discard(self, rec: Record) -> None:
+        """After a failed start: leave nothing of ours running or recorded."""
+        try:
+            self.host.run(remote.stop_script(rec.rundir))
+        except TbError:
+            pass
+        if self.host.master().state is MasterState.UP:
+            self.host.close()
+        state.remove(self.host.paths, socket=True)
