@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from . import messages
-from .remote import Reply
+from .remote import Reply, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import Host
     from .progress import Reporter
     from .record import JobRef, Record
     from .settings import Settings
-    from .slurm import Step
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Launch:
     leads: ``step`` None is on the host itself; ``port`` None is as the
     settings say."""
 
-    step: Optional["Step"] = None
+    step: Optional[Step] = None
     forward_host: str = "127.0.0.1"
     port: Optional[int] = None
 

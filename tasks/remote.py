@@ -21,14 +21,16 @@ import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from .errors import TbError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .slurm import Step
-
 _SID = re.compile(r"[0-9a-f]{8,64}")
+#: A Slurm job id (``123``, an array task ``123_4``), and a node name or
+#: IPv4 address (RFC 1123 names, and "_"): the only words a Slurm script
+#: takes from outside.
+JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")
 
 #: Exit statuses of our launcher before it execs TensorBoard.
@@ -270,7 +272,28 @@ def _node_script(body: str, token: Optional[str]) -> str:
     )
 
 
-def _srun_script(rundir: str, step: "Step") -> str:
+@dataclass(frozen=True)
+class Step:
+    """Run TensorBoard as a step of a running Slurm job, on one of its nodes.
+
+    ``bind`` is the node's address as Slurm knows it (NodeAddr): TensorBoard
+    listens there so that the login node can reach it. Validated here: the
+    srun script uses these words.
+    """
+
+    job: str
+    node: str
+    bind: str
+
+    def __post_init__(self) -> None:
+        if not JOB_ID.fullmatch(self.job):
+            raise ValueError(f"bad job id {self.job!r}")
+        for value in (self.node, self.bind):
+            if not NODE.fullmatch(value):
+                raise ValueError(f"bad node name or address {value!r}")
+
+
+def _srun_script(rundir: str, step: Step) -> str:
     """Runs on the login node, detached: records its identity, then becomes
     ``srun``, which holds the job step (and so TensorBoard) for as long as it
     runs. Under ``proctrack/cgroup`` a step's processes die with the step, so
@@ -302,7 +325,7 @@ def start_script(
     data_server: str = "auto",
     token: Optional[str] = None,
     wait: float = 0.0,
-    step: Optional["Step"] = None,
+    step: Optional[Step] = None,
 ) -> str:
     """Start TensorBoard detached unless ours is already running, then wait
     up to ``wait`` seconds for it to listen.

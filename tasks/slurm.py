@@ -34,16 +34,15 @@ from .messages import RECONNECTING, isolation
 from .placement import HERE, Launch, Placement
 from .progress import Reporter
 from .record import JobRef, Record
-from .remote import Reply, Word
+from .remote import Reply, Step, Word
 from .session import Session, Started
 from .settings import Settings
 from .shell import Shell
 from .sshargv import Target
 from .state import Paths
 
-_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+_JOB_ID, _NODE = remote.JOB_ID, remote.NODE
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")  # RFC 1123 names, IPv4, and "_"
 _ENDED = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 _WAITING = ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD")
 
@@ -133,27 +132,6 @@ def _runnable(job: Job, where: str) -> Job:
         # No NodeAddr, or one we cannot forward to (IPv6): the node name.
         return dataclasses.replace(job, addr=job.node)
     return job
-
-
-@dataclass(frozen=True)
-class Step:
-    """Run TensorBoard as a step of a running Slurm job, on one of its nodes.
-
-    ``bind`` is the node's address as Slurm knows it (NodeAddr): TensorBoard
-    listens there so that the login node can reach it. Validated here: the
-    srun script uses these words.
-    """
-
-    job: str
-    node: str
-    bind: str
-
-    def __post_init__(self) -> None:
-        if not _JOB_ID.fullmatch(self.job):
-            raise ValueError(f"bad job id {self.job!r}")
-        for value in (self.node, self.bind):
-            if not _NODE.fullmatch(value):
-                raise ValueError(f"bad node name or address {value!r}")
 
 
 def lookup_job(shell: Shell, target: Target, socket: Optional[str], spec: str) -> tuple[list[Job], str]:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tensorboard_remote import remote, slurm, sshargv
+from tensorboard_remote import remote, slurm
 from tensorboard_remote.errors import TbError
 
 
