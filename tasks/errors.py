@@ -26,3 +26,7 @@ class RemoteFailed(TbError):
 class StreamLocalRefused(TbError):
     """The server refuses forwarding to a Unix socket
     (``AllowStreamLocalForwarding no``): fall back to TCP."""
+
+
+class ForwardingForbidden(TbError):
+    """The server forbids TCP forwarding: no tunnel can reach TensorBoard."""

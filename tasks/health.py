@@ -26,10 +26,16 @@ class Probe:
         return not self.ok and "timed out" in self.reason
 
 
+#: Our probes go to our own 127.0.0.1 port, never through a proxy
+#: (``urllib`` would honour ``http_proxy``, ``HTTP_PROXY`` and ``all_proxy``,
+#: common on clusters and corporate laptops).
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def probe(url: str, timeout: float = 3.0) -> Probe:
     """Does TensorBoard answer ``GET <url>data/logdir``?"""
     try:
-        with urllib.request.urlopen(url + "data/logdir", timeout=timeout) as response:
+        with _DIRECT.open(url + "data/logdir", timeout=timeout) as response:
             body = response.read(4096)
             if response.status == 200 and b"logdir" in body:
                 return Probe(True, "ok")

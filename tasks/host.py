@@ -147,6 +147,7 @@ class Host:
         text = log.read_text(errors="replace")
         if not outcome.ok:
             self.clear_stale()
+            log.unlink(missing_ok=True)  # its words are in the error
             raise TbError(f"cannot connect to {self.label}: {ssh_failure(text)}")
         master = self.master()
         if master.state is not MasterState.UP:
@@ -193,6 +194,23 @@ class Host:
         except CommandTimeout:
             return False
         return True
+
+    def forwarding_forbidden(self) -> bool:
+        """Does the server refuse TCP forwarding (``AllowTcpForwarding no``,
+        ``DisableForwarding yes``)? A forward is accepted either way (the
+        refusal comes per connection), so ask for a channel to a closed port
+        and read the master's log: a server that allows forwarding tries and
+        says "connect failed"; one that forbids it says "administratively
+        prohibited" before trying."""
+        mark = self.log_size()
+        with contextlib.suppress(CommandTimeout):
+            self.shell.run(sshargv.link_probe_argv(self.target, self.socket), timeout=HUNG_AFTER, what="ssh -W")
+        deadline = time.monotonic() + 0.5
+        while True:
+            said = self.log_since(mark)
+            if "open failed" in said or time.monotonic() >= deadline:
+                return "administratively prohibited" in said
+            time.sleep(0.02)
 
     # ---------------------------------------------------------- forwards
 

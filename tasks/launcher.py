@@ -10,6 +10,7 @@ unix://`` crashes in TensorBoard 2.21, tensorboard#6057) or on TCP
 Environment:
   TBR_DIR    the run directory (0700)
   TBR_SERVE  "unix" (default) or "tcp"
+  TBR_SOCK   with unix: the socket's path (default TBR_DIR/tb.sock)
   TBR_PORT   with tcp: the port, 0 for any free one
   TBR_HOST   with tcp: the address to listen on (default 127.0.0.1; a
              Slurm compute node's own address when its login node forwards)
@@ -68,7 +69,7 @@ def main(argv):
     class Server(program.TensorBoardServer):
         def __init__(self, wsgi_app, flags):
             if serve == "unix":
-                path = os.path.join(run_dir, "tb.sock")
+                path = os.environ.get("TBR_SOCK") or os.path.join(run_dir, "tb.sock")
                 try:
                     os.unlink(path)
                 except FileNotFoundError:

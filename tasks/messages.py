@@ -7,6 +7,8 @@ followed by the log's tail where that helps. Pure: tested without a host.
 
 from __future__ import annotations
 
+import os
+
 from . import remote
 from .settings import Settings
 
@@ -95,6 +97,27 @@ def timed_out(log: str, label: str, settings: Settings, remote_pid: int, why: st
         f"{settings.start_timeout:g}s ({why}); it is left running: tb.check later, or tb.exit",
         log,
     )
+
+
+def forwarding_forbidden(label: str) -> str:
+    return (
+        f"{label} forbids port forwarding (its sshd has AllowTcpForwarding no or DisableForwarding yes), "
+        f"so no ssh tunnel can reach a TensorBoard there: ask its admins to allow forwarding, or use a host "
+        f"that allows it (a login node with tb.start --job JOB, or another host); nothing was left running"
+    )
+
+
+def logdir_missing(logdir: str, remote_home: str, local_home: str = "") -> str:
+    """The start went on, but the logdir is not there (yet)."""
+    line = f"note: the logdir {logdir} does not exist there (yet): TensorBoard shows runs once training writes them"
+    local_home = local_home or os.path.expanduser("~")
+    if local_home != remote_home and (logdir == local_home or logdir.startswith(local_home.rstrip("/") + "/")):
+        rest = logdir[len(local_home):].lstrip("/")
+        line += (
+            f"; {local_home} is this machine's home directory (your shell expanded an unquoted ~): "
+            f"quote it, --logdir '~/{rest}', for the remote's home ({remote_home})"
+        )
+    return line
 
 
 def where(endpoint: str) -> str:

@@ -24,9 +24,12 @@ SEARCH = 100
 
 
 def free(port: int) -> bool:
-    """Can a listener bind 127.0.0.1:``port`` here now?"""
+    """Can a listener bind 127.0.0.1:``port`` here now? Asked as ssh's own
+    ``-L`` listener binds (``SO_REUSEADDR``), so a port whose only sockets
+    are in TIME_WAIT counts as free, as it is for ssh."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
     except OSError as error:
         if error.errno in (errno.EADDRINUSE, errno.EACCES):

@@ -236,6 +236,8 @@ def launcher(
         lines += ['echo shared > "$d/isolation"', f'echo "{LOG_MARK} isolation shared"']
     if flagfile:
         lines += ['set -- "$@" --flagfile "$d/flags"']
+    if serve == "unix":
+        lines += [_SHORT_SOCKET.strip()]
     lines += [
         f'TBR_DIR="$d"; TBR_SERVE={shlex.quote(serve)}; TBR_PORT={int(port)}; TBR_HOST={shlex.quote(bind)}',
         "export TBR_DIR TBR_SERVE TBR_PORT TBR_HOST",
@@ -243,6 +245,33 @@ def launcher(
         + shlex.quote(logdir),
     ]
     return "\n".join(lines) + "\n"
+
+
+#: sun_path holds 108 bytes on Linux, the final NUL included.
+SOCKET_PATH_MAX = 107
+
+# The socket goes in the run directory, unless that path is too long for a
+# Unix socket (a deep home or remote_dir): then in a private directory of
+# its own under /tmp (0700, named in "$d/sockdir" for the stop script).
+_SHORT_SOCKET = f"""
+TBR_SOCK="$d/tb.sock"
+if [ "$(printf %s "$TBR_SOCK" | wc -c)" -gt {SOCKET_PATH_MAX} ]; then
+  sd=$(mktemp -d /tmp/tbr.XXXXXX) || {{ echo "{LOG_MARK} $TBR_SOCK is too long for a Unix socket and /tmp has no room for a shorter one"; exit 1; }}
+  chmod 700 "$sd"; echo "$sd" > "$d/sockdir"
+  echo "{LOG_MARK} $TBR_SOCK is over {SOCKET_PATH_MAX} bytes, too long for a Unix socket: serving on $sd/tb.sock"
+  TBR_SOCK="$sd/tb.sock"
+fi
+export TBR_SOCK
+"""
+
+# Removes the short socket directory of a run, if it made one.
+_DROP_SOCKDIR = r"""
+if [ -r "$d/sockdir" ]; then
+  read -r sd < "$d/sockdir"
+  case $sd in /tmp/tbr.??????) rm -rf "$sd" ;; esac
+  rm -f "$d/sockdir"
+fi
+"""
 
 
 def _heredoc(path: str, body: str, delimiter: str) -> str:
@@ -365,6 +394,11 @@ def start_script(
             + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
             + _heredoc('"$d/launch.sh"', body, "TBR_SH_EOF")
         )
+    # The logdir as TensorBoard will see it (from the login directory; a
+    # job step's node is left alone: its file system may differ).
+    logdir_check = "" if step is not None else (
+        f'( cd && [ -e {remote_path(logdir)} ] ) || echo "tbr-info logdir-missing $HOME"\n'
+    )
     port_check = ""
     if serve == "tcp" and port and step is None:
         hexport = f"{int(port):04X}"
@@ -383,8 +417,9 @@ def start_script(
         "umask 077\n"
         'mkdir -p "$d" && chmod 700 "$d" || { echo "tbr error rundir $d"; exit 0; }\n'
         'rm -f "$d/pid" "$d/pid.tmp" "$d/endpoint" "$d/isolation" "$d/tb.sock"\n'
+        + _DROP_SOCKDIR.lstrip()
         # A fresh log: an old run's endpoint line must not be read as this one's.
-        '[ -f "$d/log" ] && mv -f "$d/log" "$d/log.1"\n'
+        + '[ -f "$d/log" ] && mv -f "$d/log" "$d/log.1"\n'
         + port_check
         + 'command -v setsid >/dev/null 2>&1 || { echo "tbr error no-setsid"; exit 0; }\n'
         + files
@@ -409,7 +444,9 @@ while ! endp; do
   sleep 0.02
 done
 info
-echo "tbr $word $p"
+"""
+        + logdir_check
+        + r"""echo "tbr $word $p"
 """,
     )
 
@@ -515,6 +552,7 @@ elif ours "$p" "$st" "$u" "$b"; then
 else
   echo "tbr gone $p"
 fi
+{_DROP_SOCKDIR.strip()}
 rm -rf "$d"
 """,
     )

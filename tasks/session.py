@@ -35,7 +35,7 @@ from enum import Enum
 from typing import Any, Callable, NoReturn, Optional
 
 from . import health, messages, ports, record, remote, sshargv, state
-from .errors import StreamLocalRefused, TbError
+from .errors import ForwardingForbidden, StreamLocalRefused, TbError
 from .health import Answer, Health, Status
 from .host import HUNG_AFTER, Host, Master, MasterState
 from .placement import HERE, Launch, Placement
@@ -103,13 +103,18 @@ class Started:
 
 
 def requested(settings: Settings) -> dict[str, Any]:
-    """The settings that define a session: a start with others must not reuse it."""
+    """The settings that define a session: everything that shapes the remote
+    TensorBoard, and the local port. A start asking for others must not
+    reuse it (nor silently restart it: the user may be watching it)."""
     wanted: dict[str, Any] = {
         "logdir": settings.logdir,
         "remote_dir": settings.remote_dir,
         "local_port": settings.local_port,
         "serve": settings.serve,
         "url_token": settings.url_token,
+        "data_server": settings.data_server,
+        "tensorboard_cmd": settings.tensorboard_cmd,
+        "activate": settings.activate,
     }
     if settings.serve == "tcp":
         wanted["remote_port"] = settings.remote_port
@@ -117,14 +122,19 @@ def requested(settings: Settings) -> dict[str, Any]:
 
 
 def refuse_other_settings(rec: Record, settings: Settings, label: str) -> None:
+    """Refuse a start whose settings differ from the session's, naming the
+    values in force. A key an older record lacks is not compared."""
     was = rec.requested
-    differ = [key for key, value in requested(settings).items() if was.get(key) != value]
-    if differ:
-        shown = ", ".join(f"{key}={was.get(key)!r}" for key in differ)
-        raise TbError(
-            f"{label} already has a tb session with {shown}: "
-            f"run tb.exit for it first, or start with the same settings"
-        )
+    differ = [key for key, value in requested(settings).items() if key in was and was[key] != value]
+    if not differ:
+        return
+    in_force = {"local_port": rec.local_port or was.get("local_port")}
+    shown = ", ".join(f"{key}={in_force.get(key, was[key])!r}" for key in differ)
+    asked = ", ".join(f"{key}={requested(settings)[key]!r}" for key in differ)
+    raise TbError(
+        f"{label} already has a tb session with {shown} (this start asks for {asked}): "
+        f"run tb.exit for it first, or start with the same settings"
+    )
 
 
 class Session:
@@ -350,12 +360,17 @@ class _Launch:
         rec = dataclasses.replace(rec, endpoint=endpoint, isolation=isolation)
         reused = reply.word is Word.RUNNING
         self._announce(rec, reused, opened)
+        if "logdir-missing" in reply.info:
+            self.report.say(f"{self.label}: {messages.logdir_missing(rec.logdir, reply.info['logdir-missing'])}")
         rec = self._forward(rec, launch, reused)
         self.report.phase(f"{self.label}: waiting for the page")
         try:
             self._wait_page(rec)
         except StreamLocalRefused:
             return self.run(self._fall_back_to_tcp(rec), opened)
+        except ForwardingForbidden as error:
+            self._discard(rec)
+            raise TbError(str(error)) from None
         return rec
 
     def _start_script(self, rec: Record, launch: Launch) -> remote.Reply:
@@ -456,9 +471,8 @@ class _Launch:
             page = self.session.probe(rec.url)
             if page.ok:
                 return
-            if unix and "open failed" in self.host.log_since(mark):
-                if self.host.run(remote.status_script(rec.rundir)).word is Word.RUNNING:
-                    raise StreamLocalRefused(f"{self.label} refuses Unix-socket forwarding")
+            if "open failed" in self.host.log_since(mark):
+                self._refused(rec, unix)
             now = time.monotonic()
             if now >= next_liveness or now >= self.deadline:
                 if self.host.run(remote.status_script(rec.rundir)).word is not Word.RUNNING:
@@ -467,6 +481,17 @@ class _Launch:
             if now >= self.deadline:
                 raise TbError(self._timed_out(rec, page.reason))
             time.sleep(PROBE_EVERY)
+
+    def _refused(self, rec: Record, unix: bool) -> None:
+        """The master says a connection through our forward was refused
+        while TensorBoard listens: the server forbids forwarding (no way
+        through), or only to Unix sockets (fall back to TCP)."""
+        if self.host.run(remote.status_script(rec.rundir)).word is not Word.RUNNING:
+            return  # the liveness check says why
+        if self.host.forwarding_forbidden():
+            raise ForwardingForbidden(messages.forwarding_forbidden(self.label))
+        if unix:
+            raise StreamLocalRefused(f"{self.label} refuses Unix-socket forwarding")
 
     def _timed_out(self, rec: Record, why: str) -> str:
         return messages.timed_out(self.host.log_tail(rec.rundir), self.label, self.settings, rec.remote_pid or 0, why)

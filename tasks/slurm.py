@@ -156,6 +156,12 @@ def _login_label(target: Target) -> str:
     return dataclasses.replace(target, tag=None).label
 
 
+def login_of(target: Target) -> str:
+    """The login host a job session's target was reached from, as typed:
+    the jump host of a node (ssh mode), else the target itself (srun)."""
+    return _login_label(target.jump or target)
+
+
 def find_job(host: Host, spec: str, report: Reporter) -> Job:
     """Ask the login node's Slurm (through our master) where ``spec`` runs."""
     report.phase(f"{host.label}: looking up job {spec}")
@@ -172,8 +178,7 @@ def _refuse_same_job(paths: Paths, job: Job, where: str) -> None:
     for other, rec in record.all_records(paths.socket.parent):
         if other in (paths, node_paths_of(paths)) or rec.job is None or rec.job.id != job.id:
             continue
-        login = rec.target.jump or rec.target
-        if _login_label(login) == where:
+        if login_of(rec.target) == where:
             raise TbError(
                 f"job {job.id} on {where} already has a tb session (started as --job {rec.job.spec} "
                 f"through {rec.job.via}): use that, or tb.exit --job {rec.job.spec} first"

@@ -100,14 +100,32 @@ def all_paths(directory: Path) -> list[Paths]:
 
 @contextlib.contextmanager
 def locked(paths: Paths) -> Iterator[None]:
-    """Hold the per-host lock: two tasks on one host never interleave."""
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    """Hold the session's lock: two tasks on one session never interleave.
+
+    When the session is gone on the way out (no state file, no socket),
+    the lock file goes too. A task that was waiting on the removed file
+    then holds a lock nobody else can see: so after taking the lock, check
+    that the file is still the one on disk, and take it again if not.
+    """
+    while True:
+        fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as error:  # pragma: no cover - exotic filesystems
             if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                os.close(fd)
                 raise
+        try:
+            current = os.stat(paths.lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
+        if not paths.state.exists() and not paths.socket.exists():
+            with contextlib.suppress(FileNotFoundError):
+                paths.lock.unlink()
         os.close(fd)

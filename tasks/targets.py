@@ -15,7 +15,8 @@ from typing import Any, Iterator, Optional
 
 from . import record, slurm, state
 from .errors import TbError
-from .host import Host
+from .host import Host, MasterState
+from .placement import HERE
 from .session import Session
 from .settings import Settings, resolve
 from .shell import Shell
@@ -99,11 +100,26 @@ def sessions(
         if job is not None:
             yield Session(*slurm.job_session(shell, given, config.control_dir, str(job)))
         else:
-            yield Session(Host.locate(shell, given, config.control_dir))
+            yield from on_host(shell, given, config)
         return
     if job is not None:
         raise TbError("--job needs the login host: fab -H LOGIN, --host LOGIN or tb.host")
     yield from recorded(shell, config, batch=not prompting_allowed())
+
+
+def on_host(shell: Shell, given: Target, config: Settings) -> Iterator[Session]:
+    """The host's own session, and the sessions of Slurm jobs started from
+    it as a login host (``tb.check``/``tb.exit`` without ``--job`` must not
+    say "nothing" while a job's TensorBoard runs). The host's own session
+    is left out when it has nothing at all and jobs do."""
+    own = Session(Host.locate(shell, given, config.control_dir))
+    jobs = [
+        session for session in recorded(shell, config, batch=given.batch)
+        if session.placement is not HERE and slurm.login_of(session.host.target) == given.label
+    ]
+    if not jobs or own.record() is not None or own.host.master().state is not MasterState.NONE:
+        yield own
+    yield from jobs
 
 
 def recorded(shell: Shell, config: Settings, *, batch: bool) -> Iterator[Session]:

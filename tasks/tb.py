@@ -86,7 +86,7 @@ def _shell(config: Settings, verbose: bool = False) -> Shell:
     return Shell(verbose=verbose, quick=config.command_timeout)
 
 
-@task(help=_START_HELP, auto_shortflags=False, optional=["open"])
+@task(help=_START_HELP, auto_shortflags=False)
 @explained
 def start(
     c,
@@ -105,7 +105,7 @@ def start(
     data_server=None,
     verbose=False,
     quiet=False,
-    open=None,
+    open=False,
     hosts=None,
     job=None,
     slurm_via=None,
@@ -139,7 +139,8 @@ def start(
         # Whatever was started is recorded: the next tb.start or tb.exit
         # picks up from here.
         raise Exit("tensorboard-remote: interrupted; run tb.start to finish or tb.exit to clean up", 130) from None
-    if yes_no(resolve(c.config, "open", open), "open"):
+    # --open is a switch; without it, tb.open (config or env) decides.
+    if yes_no(resolve(c.config, "open", True if open else None), "open"):
         for url in urls:
             browse(url, _say if not quiet else _warn)
 
@@ -226,7 +227,8 @@ def _one_session(c: Any, host: Optional[str], control_dir: Optional[str], ssh_co
         raise TbError("no tunnel of ours is open on this machine: start one with tb.start")
     if len(found) > 1:
         names = ", ".join(session.label for session, _ in found)
-        raise TbError(f"several tunnels are open ({names}): say which with --host")
+        jobs = " or --job" if any(rec.job for _, rec in found) else ""
+        raise TbError(f"several tunnels are open ({names}): say which with --host{jobs}")
     return found[0]
 
 

@@ -192,9 +192,31 @@ def test_a_remote_port_in_use_is_named_and_nothing_is_left(tmp_path):
 def test_a_session_with_other_settings_is_refused_before_any_ssh(tmp_path):
     world = World(tmp_path)
     world.record(requested={**requested(world.settings), "logdir": "other"})
-    with pytest.raises(TbError, match=r"h already has a tb session with logdir='other': run tb.exit"):
+    with pytest.raises(TbError, match=r"h already has a tb session with logdir='other' \(this start asks for logdir='./logdir'\): run tb.exit"):
         world.start()
     assert world.shell.calls == []
+
+
+@pytest.mark.parametrize("key, value", [("data_server", "shared"), ("tensorboard_cmd", "/opt/tb"), ("activate", "module load tb")])
+def test_every_setting_that_shapes_the_remote_tensorboard_is_compared(tmp_path, key, value):
+    world = World(tmp_path)
+    world.record(requested={**requested(world.settings), key: value})
+    with pytest.raises(TbError, match=f"already has a tb session with {key}={value!r}"):
+        world.start()
+
+
+def test_a_refusal_names_the_local_port_in_use_not_the_one_asked_for(tmp_path):
+    world = World(tmp_path)
+    world.record(requested={**requested(world.settings), "local_port": 6006}, local_port=6009)
+    with pytest.raises(TbError, match=r"with local_port=6009 \(this start asks for local_port=6100\)"):
+        world.start()
+
+
+def test_a_record_of_the_previous_release_is_not_refused_for_settings_it_never_kept(tmp_path):
+    world = World(tmp_path, master_up=True)
+    old = {k: v for k, v in requested(world.settings).items() if k not in ("data_server", "tensorboard_cmd", "activate")}
+    world.record(requested=old)
+    assert world.start().reused
 
 
 def test_check_without_anything_says_there_is_no_tunnel(tmp_path):
@@ -271,3 +293,11 @@ def test_a_job_steps_session_speaks_of_its_step_and_never_of_the_job(tmp_path):
         "h: ended TensorBoard's step in job 12 on cn1 (srun pid 31; the job itself is left running); "
         "closed the tunnel (ssh master pid 42)"
     ]
+
+
+def test_a_missing_logdir_is_said_and_the_start_goes_on(tmp_path):
+    started = reply("tbr-info endpoint unix /r/0123456789abcdef/tb.sock", "tbr-info isolation netns",
+                    "tbr-info logdir-missing /home/alice", "tbr started 22")
+    world = World(tmp_path, {START: started})
+    world.start()
+    assert "h: note: the logdir ./logdir does not exist there (yet): TensorBoard shows runs once training writes them" in world.said()
