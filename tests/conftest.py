@@ -26,24 +26,10 @@ from tensorboard_remote import lifecycle, state
 from tensorboard_remote.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir
 from tensorboard_remote.sshargv import Target
 
+from .procs import ours
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def ours(marker: str) -> list[tuple[int, str]]:
-    """Processes whose command line mentions ``marker`` (a test directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-            status = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if marker.encode() in raw and ") Z " not in status:
-            found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -198,24 +184,6 @@ def rig(sandbox, logdir, tmp_path, short_dir) -> Rig:
     assert not left, f"test left processes behind: {left}"
 
 
-def alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def http_json(url: str) -> dict:
     import urllib.request
 
@@ -234,57 +202,6 @@ def strict_sandbox(base, nothing_left_behind) -> Sandbox:
     box = Sandbox(base / "sshd-strict", alias="strict").create(extra_sshd="AllowStreamLocalForwarding no").start()
     yield box
     box.stop()
-
-
-def listening_tcp_inodes() -> set[str]:
-    """Inodes of TCP sockets listening in this (the host's) network namespace."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":
-                inodes.add(fields[9])
-    return inodes
-
-
-def family(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        pass
-    return inodes
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 @pytest.fixture(scope="session")

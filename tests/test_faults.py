@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, alive, family, frozen, http_json, ours, tensorboards, wait_gone
+from .conftest import BIN, frozen, http_json, tensorboards
+from .procs import alive, family, ours, wait_gone
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 
-from .conftest import BIN, alive, http_json, tensorboards, wait_gone
+from .conftest import BIN, http_json, tensorboards
+from .procs import alive, wait_gone
 
 
 def started(result: subprocess.CompletedProcess, rig) -> None:

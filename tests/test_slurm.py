@@ -24,7 +24,9 @@ import pytest
 
 from tensorboard_remote.sandbox import Sandbox, write_sample_logdir
 
-from .conftest import BIN, REPO, alive, cmdline, http_json, wait_gone
+from . import procs
+from .conftest import BIN, REPO, http_json
+from .procs import alive, cmdline, wait_gone
 from .slurmcluster import NODE, NODE_ADDR, SlurmCluster, why_not
 
 ALICE = "tbr-alice"
@@ -151,23 +153,14 @@ def session(cluster, short_dir, tmp_path, slurm):
     left = [pid for pid in slurm.ours() if "launch.py" in cmdline(pid)]
     for pid in left:
         os.kill(pid, 9)
-    masters = [pid for pid in _pids() if str(short_dir) in cmdline(pid)]
+    masters = [pid for pid in procs.pids() if str(short_dir) in cmdline(pid)]
     for pid in masters:
         os.kill(pid, 9)
     assert not left and not masters, f"left behind: {left + masters}"
 
 
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
 def _tensorboards(slurm: SlurmCluster) -> list[int]:
     return [pid for pid in slurm.ours() if "launch.py" in cmdline(pid) and alive(pid)]
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
 def _running_job(slurm: SlurmCluster, user: str = ALICE, **kw) -> str:
@@ -208,13 +201,13 @@ def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
 
     # TensorBoard is a step of the job, on the node's address only.
     (pid,) = _tensorboards(slurm)
-    env = _environ(pid)
+    env = procs.environ(pid)
     assert env["SLURM_JOB_ID"] == job and "SLURM_STEP_ID" in env
     # Its launcher and token flagfile live in a private directory on the node.
     private = Path(env["TBR_DIR"])
     assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
     assert (private / "flags").stat().st_mode & 0o777 == 0o600
-    assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(ALICE).pw_uid
+    assert procs.uid(pid) == pwd.getpwnam(ALICE).pw_uid
     state = [p for p in session.control_dir.glob("tb-*.json")]
     assert len(state) == 1
     import json
@@ -257,7 +250,7 @@ def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
 def _nothing_recorded(session: Session) -> None:
     assert not list(session.control_dir.glob("tb-*.json"))
     assert not list(session.control_dir.glob("tb-*[0-9a-f]")), "a control socket is left"
-    assert not [pid for pid in _pids() if str(session.control_dir) in cmdline(pid) and alive(pid)]
+    assert not [pid for pid in procs.pids() if str(session.control_dir) in cmdline(pid) and alive(pid)]
 
 
 def test_a_pending_ended_unknown_or_someone_elses_job_is_a_one_line_error(session, slurm):
@@ -294,7 +287,7 @@ def test_when_the_job_ends_check_says_so_and_exit_cleans_up(session, slurm):
     started = session.fab("tb.start", "--job", "ends")
     assert started.returncode == 0, started.stdout + started.stderr
     (pid,) = _tensorboards(slurm)
-    private = Path(_environ(pid)["TBR_DIR"])
+    private = Path(procs.environ(pid)["TBR_DIR"])
     slurm.cancel(job)
     # Slurm ends the step with the job (proctrack/cgroup): TensorBoard too,
     # and it removes its private directory on the way out.
@@ -347,10 +340,10 @@ def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(ses
     # A laptop that slept: the ssh master(s) died, TensorBoard did not.
     job, url = _started(session, slurm, f"sleepy-{via}", via)
     tensorboards = _tensorboards(slurm) if via == "srun" else [
-        pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)
+        pid for pid in procs.pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)
     ]
     assert len(tensorboards) == 1
-    masters = [pid for pid in _pids() if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and alive(pid)]
+    masters = [pid for pid in procs.pids() if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and alive(pid)]
     assert len(masters) == (1 if via == "srun" else 2)
     for pid in masters:
         os.kill(pid, 9)
@@ -398,7 +391,7 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
     job = _running_job(slurm, name="adopted")
     started = session.fab("tb.start", "--job", job, "--slurm-via", "ssh")
     assert started.returncode == 0, started.stdout + started.stderr
-    tensorboard = [pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)]
+    tensorboard = [pid for pid in procs.pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)]
     assert len(tensorboard) == 1
     # The job ends; as with pam_slurm_adopt the node now refuses us, and our
     # connection to it is gone.
@@ -406,7 +399,7 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
     node = cluster["node"]
     node.stop()
     try:
-        for pid in _pids():
+        for pid in procs.pids():
             if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and f"{NODE}" in cmdline(pid):
                 os.kill(pid, 9)
         stopped = session.fab("tb.exit", "--job", job)
@@ -424,7 +417,8 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
 
 @pytest.mark.parametrize("via", ["srun", "ssh"])
 def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
-    from .conftest import family, frozen
+    from .conftest import frozen
+    from .procs import family
 
     job, url = _started(session, slurm, f"hung-{via}", via)
     sshd = cluster["login"].pid()

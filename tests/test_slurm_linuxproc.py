@@ -20,7 +20,7 @@ def test_the_job_cycle_works_the_same_under_linuxproc(session, slurm, cluster): 
 
 def test_when_the_job_is_cancelled_its_tensorboard_step_ends_under_linuxproc_too(session, slurm):  # noqa: F811
     from .test_slurm import _running_job, _tensorboards
-    from .conftest import wait_gone
+    from .procs import wait_gone
 
     job = _running_job(slurm)
     started = session.fab("tb.start", "--job", job)
