@@ -215,7 +215,7 @@ def more_sandboxes(base, nothing_left_behind) -> list[Sandbox]:
 
 @contextlib.contextmanager
 def frozen(pids: list[int]):
-    """SIGSTOP ``pids`` (a link that stopped answering), SIGCONT on the way out."""
+    """SIGSTOP ``pids`` (a link or a TensorBoard that stopped answering), SIGCONT on the way out."""
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)

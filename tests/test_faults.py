@@ -189,21 +189,11 @@ def test_a_dropped_connection_ends_the_master_by_keepalive_and_check_says_so(rig
     data = rig.only_state()
     sshd = rig.sandbox.pid()
     # Freeze the server side of every connection: the link is "dead".
-    frozen = [pid for pid in family(sshd) if pid != sshd and pid != data["remote_pid"]]
-    assert frozen
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen([pid for pid in family(sshd) if pid != sshd and pid != data["remote_pid"]]):
         assert wait_gone(data["master_pid"], timeout=15), "keepalives did not end the master"
         check = rig.fab("tb.check", env=env)
         assert check.returncode == 1
         assert "no tunnel (the ssh master is gone)" in check.stdout
-    finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
     again = rig.fab("tb.start", env=env)
     assert again.returncode == 0, again.stderr
     assert "reopened the tunnel" in again.stdout

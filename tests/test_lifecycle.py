@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 
-from .conftest import BIN, http_json, tensorboards
+from .conftest import BIN, frozen, http_json, tensorboards
 from .procs import alive, wait_gone
 
 
@@ -141,11 +141,8 @@ def test_check_without_a_tunnel_fails_and_says_so(rig):
 def test_check_says_when_the_page_does_not_answer(rig):
     started(rig.fab("tb.start"), rig)
     data = rig.only_state()
-    os.kill(data["remote_pid"], signal.SIGSTOP)
-    try:
+    with frozen([data["remote_pid"]]):
         check = rig.fab("tb.check")
-    finally:
-        os.kill(data["remote_pid"], signal.SIGCONT)
     assert check.returncode == 1
     assert f"TensorBoard pid {data['remote_pid']} is running but {rig.url} is not answering" in check.stdout
 
