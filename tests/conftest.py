@@ -82,8 +82,55 @@ def logdir(base) -> Path:
     return write_sample_logdir(base / "logdir", runs=("baseline", "wider"), steps=20)
 
 
+class Runner:
+    """Runs fab, invoke and tensorboard-remote as a user would, hermetically:
+    its own HOME, a fixed PATH, and the tb settings given in the environment
+    under both the INVOKE_ and the FABRIC_ prefix. Subclasses say which host
+    and ssh_config, where HOME is, and which settings."""
+
+    host: str
+    home: Path
+    timeout: float = 90
+
+    @property
+    def ssh_config(self) -> str:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, str]:
+        """tb settings by key (``LOGDIR``), for both CLIs' environments."""
+        raise NotImplementedError
+
+    def env(self, **extra: str) -> dict:
+        env = {
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+        }
+        for prefix in ("INVOKE", "FABRIC"):
+            env.update({f"{prefix}_TB_{key}": value for key, value in self.settings().items()})
+        env.update(extra)
+        return env
+
+    def run(self, argv: list[str], *, cwd: Path = REPO, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, cwd=cwd, env=env or self.env(), capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=timeout or self.timeout,
+        )
+
+    def fab(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run([str(BIN / "fab"), "-H", self.host, "-S", self.ssh_config, *args], **kw)
+
+    def invoke(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
+        return self.run([str(BIN / "invoke"), *args], env=env, **kw)
+
+    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
+        return self.run([str(BIN / "tensorboard-remote"), *args], env=env, **kw)
+
+
 @dataclass
-class Rig:
+class Rig(Runner):
     """One test's world: its ports and directories, and CLI runners."""
 
     sandbox: Sandbox
@@ -106,11 +153,15 @@ class Rig:
         return lifecycle.url_for(self.only_state())
 
     @property
+    def host(self) -> str:
+        return self.sandbox.alias
+
+    @property
     def ssh_config(self) -> str:
         return str(self.sandbox.ssh_config)
 
-    def settings_env(self, prefix: str) -> dict:
-        values = {
+    def settings(self) -> dict[str, str]:
+        return {
             "CONTROL_DIR": str(self.control_dir),
             "REMOTE_DIR": str(self.remote_dir),
             "LOGDIR": str(self.logdir),
@@ -119,35 +170,6 @@ class Rig:
             "TENSORBOARD_CMD": local_tensorboard_cmd(),
             "START_TIMEOUT": "30",
         }
-        return {f"{prefix}_TB_{key}": value for key, value in values.items()}
-
-    def env(self, **extra: str) -> dict:
-        env = {
-            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(self.home),
-            "LANG": "C.UTF-8",
-        }
-        env.update(self.settings_env("INVOKE"))
-        env.update(self.settings_env("FABRIC"))
-        env.update(extra)
-        return env
-
-    def run(self, argv: list[str], *, cwd: Path = REPO, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            argv, cwd=cwd, env=env or self.env(), capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=timeout,
-        )
-
-    def fab(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run([str(BIN / "fab"), "-H", self.sandbox.alias, "-S", self.ssh_config, *args], **kw)
-
-    def invoke(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
-        return self.run([str(BIN / "invoke"), *args], env=env, **kw)
-
-    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
-        return self.run([str(BIN / "tensorboard-remote"), *args], env=env, **kw)
 
     def states(self) -> list[dict]:
         if not self.control_dir.exists():

@@ -25,7 +25,7 @@ import pytest
 from tensorboard_remote.sandbox import Sandbox, write_sample_logdir
 
 from . import procs
-from .conftest import BIN, REPO, http_json
+from .conftest import Runner, http_json
 from .procs import alive, cmdline, wait_gone
 from .slurmcluster import NODE, NODE_ADDR, SlurmCluster, why_not
 
@@ -108,8 +108,11 @@ def cluster(slurm, base, short_base):
     shutil.rmtree(logdir.parent, ignore_errors=True)
 
 
-class Session:
+class Session(Runner):
     """One test's runner: fab against the login host, hermetic env."""
+
+    host = "login"
+    timeout = 120
 
     def __init__(self, cluster: dict, control_dir: Path, tmp_path: Path) -> None:
         self.cluster = cluster
@@ -117,31 +120,17 @@ class Session:
         self.home = tmp_path / "home"
         self.home.mkdir()
 
-    def env(self, **extra: str) -> dict:
-        env = {
-            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(self.home),
-            "LANG": "C.UTF-8",
+    @property
+    def ssh_config(self) -> str:
+        return str(self.cluster["config"])
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "CONTROL_DIR": str(self.control_dir),
+            "LOGDIR": str(self.cluster["logdir"]),
+            "ACTIVATE": self.cluster["activate"],
+            "START_TIMEOUT": "40",
         }
-        for prefix in ("INVOKE", "FABRIC"):
-            env.update({
-                f"{prefix}_TB_CONTROL_DIR": str(self.control_dir),
-                f"{prefix}_TB_LOGDIR": str(self.cluster["logdir"]),
-                f"{prefix}_TB_ACTIVATE": self.cluster["activate"],
-                f"{prefix}_TB_START_TIMEOUT": "40",
-            })
-        env.update(extra)
-        return env
-
-    def fab(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        argv = [str(BIN / "fab"), "-H", "login", "-S", str(self.cluster["config"]), *args]
-        return subprocess.run(argv, cwd=REPO, env=env or self.env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=120)
-
-    def invoke(self, *args: str) -> subprocess.CompletedProcess:
-        env = self.env(INVOKE_TB_SSH_CONFIG=str(self.cluster["config"]))
-        return subprocess.run([str(BIN / "invoke"), *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=120)
 
 
 @pytest.fixture
