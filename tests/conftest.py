@@ -28,6 +28,9 @@ from tensorboard_remote.sshargv import Target
 
 from .procs import ours
 
+#: The Slurm tests' fixtures (cluster, login node, runner), for both proctrack modules.
+pytest_plugins = ["tests.slurm_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
