@@ -195,18 +195,33 @@ class Rig(Runner):
                     print(f"cleanup of {paths} failed: {error}")
 
 
-@pytest.fixture
-def rig(sandbox, logdir, tmp_path, short_dir) -> Rig:
-    # A per-test path to the shared logdir puts tmp_path in TensorBoard's
+@contextlib.contextmanager
+def rig_in(sandbox: Sandbox, logdir: Path, root: Path, control_dir: Path):
+    """A Rig in ``root``; on the way out its sessions are stopped and nothing
+    of its may still run."""
+    # A per-test path to the shared logdir puts root in TensorBoard's
     # command line, so a TensorBoard this test leaves behind is found.
-    (tmp_path / "logdir").symlink_to(logdir)
-    world = Rig(sandbox=sandbox, root=tmp_path, logdir=tmp_path / "logdir", control_dir=short_dir)
+    (root / "logdir").symlink_to(logdir)
+    world = Rig(sandbox=sandbox, root=root, logdir=root / "logdir", control_dir=control_dir)
     yield world
     world.cleanup()
-    left = ours(str(tmp_path)) + ours(str(short_dir))
+    left = ours(str(root)) + ours(str(control_dir))
     for pid, _ in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"test left processes behind: {left}"
+
+
+@pytest.fixture
+def rig(sandbox, logdir, tmp_path, short_dir) -> Rig:
+    with rig_in(sandbox, logdir, tmp_path, short_dir) as world:
+        yield world
+
+
+@pytest.fixture(scope="class")
+def class_rig(sandbox, logdir, tmp_path_factory, short_base) -> Rig:
+    """One Rig for a class of tests that check one scenario step by step."""
+    with rig_in(sandbox, logdir, tmp_path_factory.mktemp("rig"), Path(tempfile.mkdtemp(dir=short_base))) as world:
+        yield world
 
 
 def http_json(url: str) -> dict:

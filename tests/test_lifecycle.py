@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from .conftest import BIN, frozen, http_json, tensorboards
 from .procs import alive, wait_gone
@@ -24,43 +25,72 @@ def started(result: subprocess.CompletedProcess, rig) -> None:
 # ------------------------------------------------------------ fab -H host
 
 
-def test_fab_start_serves_the_page_check_reports_it_and_exit_stops_both(rig):
-    result = rig.fab("tb.start")
-    started(result, rig)
-    assert "opened the tunnel" in result.stdout and "started TensorBoard" in result.stdout
-    assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
-    runs = http_json(rig.url + "data/runs")
-    assert {"baseline", "wider"} <= set(runs)
+class TestFabStartCheckAndExit:
+    """fab tb.start, tb.check, tb.exit and tb.exit again on one host: a test
+    per step, in this order; each step's fixture runs once for the class."""
 
-    data = rig.only_state()
-    master, remote = data["master_pid"], data["remote_pid"]
-    assert alive(master) and alive(remote)
-    assert tensorboards(rig) == [remote]
-    # The run directory on the remote is private.
-    rundir = rig.remote_dir / data["sid"]
-    assert (rundir / "pid").exists() and (rundir / "log").exists()
-    assert oct(rundir.stat().st_mode & 0o777) == "0o700"
-    assert oct(rig.control_dir.stat().st_mode & 0o777) == "0o700"
-    assert oct(Path(data["socket"] + ".json").stat().st_mode & 0o777) == "0o600"
+    @pytest.fixture(scope="class")
+    def rig(self, class_rig):
+        return class_rig
 
-    check = rig.fab("tb.check")
-    assert check.returncode == 0, check.stdout + check.stderr
-    line = check.stdout.strip()
-    assert line == (
-        f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir}"
-    )
+    @pytest.fixture(scope="class")
+    def start(self, rig):
+        return rig.fab("tb.start")
 
-    stop = rig.fab("tb.exit")
-    assert stop.returncode == 0, stop.stderr
-    assert f"stopped TensorBoard (pid {remote})" in stop.stdout
-    assert f"closed the tunnel (ssh master pid {master})" in stop.stdout
-    assert wait_gone(remote) and wait_gone(master)
-    assert rig.states() == []
-    assert not rundir.exists()
+    @pytest.fixture(scope="class")
+    def stop(self, rig, start):
+        """tb.exit, and the sessions recorded before it."""
+        before = rig.states()
+        return rig.fab("tb.exit"), before
 
-    again = rig.fab("tb.exit")
-    assert again.returncode == 0
-    assert "sandbox: nothing to stop" in again.stdout
+    def test_start_serves_the_page_through_a_new_tunnel(self, rig, start):
+        started(start, rig)
+        assert "opened the tunnel" in start.stdout and "started TensorBoard" in start.stdout
+        assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
+        runs = http_json(rig.url + "data/runs")
+        assert {"baseline", "wider"} <= set(runs)
+
+    def test_start_records_both_pids_and_keeps_its_files_private(self, rig, start):
+        data = rig.only_state()
+        master, remote = data["master_pid"], data["remote_pid"]
+        assert alive(master) and alive(remote)
+        assert tensorboards(rig) == [remote]
+        # The run directory on the remote is private.
+        rundir = rig.remote_dir / data["sid"]
+        assert (rundir / "pid").exists() and (rundir / "log").exists()
+        assert oct(rundir.stat().st_mode & 0o777) == "0o700"
+        assert oct(rig.control_dir.stat().st_mode & 0o777) == "0o700"
+        assert oct(Path(data["socket"] + ".json").stat().st_mode & 0o777) == "0o600"
+
+    def test_check_reports_the_url_both_pids_and_the_logdir(self, rig, start):
+        data = rig.only_state()
+        master, remote = data["master_pid"], data["remote_pid"]
+        check = rig.fab("tb.check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        line = check.stdout.strip()
+        assert line == (
+            f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir}"
+        )
+
+    def test_exit_stops_tensorboard_and_closes_the_tunnel(self, rig, stop):
+        result, before = stop
+        (data,) = before
+        master, remote = data["master_pid"], data["remote_pid"]
+        assert result.returncode == 0, result.stderr
+        assert f"stopped TensorBoard (pid {remote})" in result.stdout
+        assert f"closed the tunnel (ssh master pid {master})" in result.stdout
+        assert wait_gone(remote) and wait_gone(master)
+
+    def test_exit_removes_the_record_and_the_remote_run_directory(self, rig, stop):
+        _, before = stop
+        (data,) = before
+        assert rig.states() == []
+        assert not (rig.remote_dir / data["sid"]).exists()
+
+    def test_a_second_exit_has_nothing_to_stop(self, rig, stop):
+        again = rig.fab("tb.exit")
+        assert again.returncode == 0
+        assert "sandbox: nothing to stop" in again.stdout
 
 
 def test_tensorboard_outlives_the_ssh_session_that_started_it(rig):
