@@ -14,12 +14,15 @@ slurmd tracks a step's processes (``cgroup`` if it says nothing).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -130,19 +133,27 @@ class Session(Runner):
         }
 
 
-@pytest.fixture
-def session(cluster, short_dir, tmp_path, slurm):
-    world = Session(cluster, short_dir, tmp_path)
+@contextlib.contextmanager
+def session_in(cluster: dict, slurm: SlurmCluster, control_dir: Path, root: Path):
+    """A Session; on the way out every tb session is exited and nothing of
+    ours may still run."""
+    world = Session(cluster, control_dir, root)
     yield world
     # Whatever a test left: exit every session, then nothing of ours runs.
     world.invoke("tb.exit")
     left = [pid for pid in slurm.ours() if "launch.py" in cmdline(pid)]
     for pid in left:
         os.kill(pid, 9)
-    masters = [pid for pid in procs.pids() if str(short_dir) in cmdline(pid)]
+    masters = [pid for pid in procs.pids() if str(control_dir) in cmdline(pid)]
     for pid in masters:
         os.kill(pid, 9)
     assert not left and not masters, f"left behind: {left + masters}"
+
+
+@pytest.fixture
+def session(cluster, short_dir, tmp_path, slurm):
+    with session_in(cluster, slurm, short_dir, tmp_path) as world:
+        yield world
 
 
 def job_tensorboards(slurm: SlurmCluster) -> list[int]:
@@ -161,59 +172,120 @@ def ready_url(result: subprocess.CompletedProcess) -> str:
     return lines[-1].split("ready at ")[1].split()[0]
 
 
-def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
-    """start, check, warm start, logs, list and exit on a running job."""
-    job = running_job(slurm)
-    logins = cluster["login"].accepted_logins()
+def records(session: Session) -> list[dict]:
+    """The session records in the runner's control directory."""
+    return [json.loads(path.read_text()) for path in session.control_dir.glob("tb-*.json")]
 
-    started = session.fab("tb.start", "--job", job)
-    assert started.returncode == 0, started.stdout + started.stderr
-    url = ready_url(started)
-    assert f"job {job} runs on {NODE} ({NODE_ADDR})" in started.stdout
-    runs = http_json(url + "data/runs")
-    assert sorted(runs) == ["baseline", "wider"]
 
-    # TensorBoard is a step of the job, on the node's address only.
-    (pid,) = job_tensorboards(slurm)
-    env = procs.environ(pid)
-    assert env["SLURM_JOB_ID"] == job and "SLURM_STEP_ID" in env
-    # Its launcher and token flagfile live in a private directory on the node.
-    private = Path(env["TBR_DIR"])
-    assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
-    assert (private / "flags").stat().st_mode & 0o777 == 0o600
-    assert procs.uid(pid) == pwd.getpwnam(ALICE).pw_uid
-    state = [p for p in session.control_dir.glob("tb-*.json")]
-    assert len(state) == 1
-    recorded = json.loads(state[0].read_text())
-    assert recorded["job"] == {"spec": job, "id": job, "node": NODE, "addr": NODE_ADDR, "via": "srun"}
-    remote_port = int(recorded["endpoint"].split()[1])
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://127.0.0.1:{remote_port}/", timeout=2)
-    # Without the token, the node's port gives nothing away.
-    with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(f"http://{NODE_ADDR}:{remote_port}/data/runs", timeout=2)
+@dataclass
+class Started:
+    """tb.start --job on a fresh job, and what ran and was seen right after it."""
 
-    checked = session.fab("tb.check", "--job", job)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert f"login (job {job}): ok {url}" in checked.stdout
-    again = session.fab("tb.start", "--job", job)
-    assert again.returncode == 0 and ready_url(again) == url, again.stdout + again.stderr
-    assert "reusing the tunnel" in again.stdout and job_tensorboards(slurm) == [pid]
-    logs = session.fab("tb.logs", "--job", job)
-    assert logs.returncode == 0 and f"serving on tcp {remote_port}" in logs.stdout, logs.stdout + logs.stderr
+    job: str
+    logins_before: int  # the login node's accepted logins before tb.start
+    result: subprocess.CompletedProcess
+    tensorboards: list[int]
+    environ: dict[str, str]  # of the TensorBoard, if there was one
 
-    listed = session.invoke("tb.list", "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert f"(job {job})" in listed.stdout and '"healthy": true' in listed.stdout
 
-    stopped = session.fab("tb.exit", "--job", job)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert f"ended TensorBoard's step in job {job} on {NODE} (srun pid " in stopped.stdout
-    assert "the job itself is left running" in stopped.stdout
-    assert wait_gone(pid)
-    assert not private.exists(), "the node's private directory (with the token) was left behind"
-    assert slurm.job_state(job) == "RUNNING"
-    assert not list(session.control_dir.glob("tb-*.json"))
-    # start, check and exit: one login to the login node.
-    assert cluster["login"].accepted_logins() - logins == 1
-    slurm.cancel(job)
+class JobCycle:
+    """tb.start --job, check, a warm start, logs, list and exit on one running
+    job: a test per step, in this order; each step's fixture runs once for
+    the class. test_slurm.py and test_slurm_linuxproc.py each run it under
+    their module's proctrack."""
+
+    @pytest.fixture(scope="class")
+    def session(self, cluster, slurm, short_base, tmp_path_factory):
+        control_dir = Path(tempfile.mkdtemp(dir=short_base))
+        with session_in(cluster, slurm, control_dir, tmp_path_factory.mktemp("cycle")) as world:
+            yield world
+
+    @pytest.fixture(scope="class")
+    def job(self, slurm):
+        job = running_job(slurm)
+        yield job
+        slurm.cancel(job)
+
+    @pytest.fixture(scope="class")
+    def start(self, session, slurm, cluster, job) -> Started:
+        logins = cluster["login"].accepted_logins()
+        result = session.fab("tb.start", "--job", job)
+        pids = job_tensorboards(slurm)
+        return Started(job, logins, result, pids, procs.environ(pids[0]) if len(pids) == 1 else {})
+
+    @pytest.fixture(scope="class")
+    def stop(self, session, start) -> tuple[subprocess.CompletedProcess, list[bool]]:
+        """tb.exit --job, and whether each TensorBoard seen after tb.start is then gone."""
+        result = session.fab("tb.exit", "--job", start.job)
+        return result, [wait_gone(pid) for pid in start.tensorboards]
+
+    def test_start_says_where_the_job_runs_and_serves_its_runs(self, start):
+        assert start.result.returncode == 0, start.result.stdout + start.result.stderr
+        url = ready_url(start.result)
+        assert f"job {start.job} runs on {NODE} ({NODE_ADDR})" in start.result.stdout
+        runs = http_json(url + "data/runs")
+        assert sorted(runs) == ["baseline", "wider"]
+
+    def test_tensorboard_is_a_step_of_the_job_run_as_its_user(self, start):
+        (pid,) = start.tensorboards
+        env = start.environ
+        assert env["SLURM_JOB_ID"] == start.job and "SLURM_STEP_ID" in env
+        assert procs.uid(pid) == pwd.getpwnam(ALICE).pw_uid
+
+    def test_its_launcher_and_token_flagfile_live_in_a_private_directory_on_the_node(self, start):
+        private = Path(start.environ["TBR_DIR"])
+        assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
+        assert (private / "flags").stat().st_mode & 0o777 == 0o600
+
+    def test_the_record_names_the_job_its_node_and_srun(self, session, start):
+        recorded = records(session)
+        assert len(recorded) == 1
+        job = start.job
+        assert recorded[0]["job"] == {"spec": job, "id": job, "node": NODE, "addr": NODE_ADDR, "via": "srun"}
+
+    def test_tensorboard_listens_on_the_nodes_address_only_and_not_without_the_token(self, session, start):
+        remote_port = int(records(session)[0]["endpoint"].split()[1])
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{remote_port}/", timeout=2)
+        # Without the token, the node's port gives nothing away.
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://{NODE_ADDR}:{remote_port}/data/runs", timeout=2)
+
+    def test_check_reports_the_job_ok_with_its_url(self, session, start):
+        url = ready_url(start.result)
+        checked = session.fab("tb.check", "--job", start.job)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"login (job {start.job}): ok {url}" in checked.stdout
+
+    def test_a_second_start_reuses_the_tunnel_and_the_step(self, session, slurm, start):
+        url = ready_url(start.result)
+        (pid,) = start.tensorboards
+        again = session.fab("tb.start", "--job", start.job)
+        assert again.returncode == 0 and ready_url(again) == url, again.stdout + again.stderr
+        assert "reusing the tunnel" in again.stdout and job_tensorboards(slurm) == [pid]
+
+    def test_logs_show_tensorboard_serving_on_the_nodes_port(self, session, start):
+        remote_port = int(records(session)[0]["endpoint"].split()[1])
+        logs = session.fab("tb.logs", "--job", start.job)
+        assert logs.returncode == 0 and f"serving on tcp {remote_port}" in logs.stdout, logs.stdout + logs.stderr
+
+    def test_list_shows_the_job_healthy(self, session, start):
+        listed = session.invoke("tb.list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert f"(job {start.job})" in listed.stdout and '"healthy": true' in listed.stdout
+
+    def test_exit_ends_tensorboards_step_and_leaves_the_job_running(self, slurm, start, stop):
+        stopped, (gone,) = stop
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert f"ended TensorBoard's step in job {start.job} on {NODE} (srun pid " in stopped.stdout
+        assert "the job itself is left running" in stopped.stdout
+        assert gone
+        assert slurm.job_state(start.job) == "RUNNING"
+
+    def test_exit_removes_the_nodes_private_directory_and_the_record(self, session, start, stop):
+        private = Path(start.environ["TBR_DIR"])
+        assert not private.exists(), "the node's private directory (with the token) was left behind"
+        assert not list(session.control_dir.glob("tb-*.json"))
+
+    def test_start_check_and_exit_log_in_to_the_login_node_once(self, cluster, start, stop):
+        assert cluster["login"].accepted_logins() - start.logins_before == 1

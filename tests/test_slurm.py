@@ -18,7 +18,7 @@ import pytest
 from . import procs
 from .conftest import http_json
 from .procs import alive, cmdline, wait_gone
-from .slurm_fixtures import ALICE, BOB, Session, cycle, job_tensorboards, ready_url, running_job
+from .slurm_fixtures import ALICE, BOB, JobCycle, Session, job_tensorboards, ready_url, running_job
 from .slurmcluster import NODE, SlurmCluster, why_not
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
@@ -36,8 +36,8 @@ def _started(session: "Session", slurm: SlurmCluster, name: str, via: str = "sru
     return job, ready_url(started)
 
 
-def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that_step(session, slurm, cluster):
-    cycle(session, slurm, cluster)
+class TestStartJobRunsTensorBoardAsAStepOfTheJobAndExitEndsOnlyThatStep(JobCycle):
+    """The job cycle (slurm_fixtures.JobCycle) under proctrack/cgroup."""
 
 
 def _nothing_recorded(session: Session) -> None:

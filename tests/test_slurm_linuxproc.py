@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from .procs import wait_gone
-from .slurm_fixtures import cycle, job_tensorboards, running_job
+from .slurm_fixtures import JobCycle, job_tensorboards, running_job
 from .slurmcluster import why_not
 
 PROCTRACK = "linuxproc"
@@ -15,9 +15,12 @@ PROCTRACK = "linuxproc"
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
 
 
-def test_the_job_cycle_works_the_same_under_linuxproc(session, slurm, cluster):
+def test_this_clusters_slurmd_tracks_steps_with_linuxproc(slurm):
     assert "ProctrackType=proctrack/linuxproc" in slurm.conf.read_text()
-    cycle(session, slurm, cluster)
+
+
+class TestTheJobCycleWorksTheSameUnderLinuxproc(JobCycle):
+    """The job cycle of test_slurm.py (slurm_fixtures.JobCycle), here."""
 
 
 def test_when_the_job_is_cancelled_its_tensorboard_step_ends_under_linuxproc_too(session, slurm):
