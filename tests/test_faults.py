@@ -122,6 +122,7 @@ def test_a_refused_connection_fails_at_once(rig, tmp_path):
     closed.close()
     cfg = ssh_config_with(rig, tmp_path, f"Port {rig.sandbox.port}", f"Port {port}")
     result, took = start_with(rig, cfg)
+    assert result.returncode == 1
     line = one_line_error(result)
     assert "cannot connect to sandbox" in line and "Connection refused" in line
     assert took < 10 and rig.states() == []
