@@ -188,36 +188,55 @@ class Started:
     environ: dict[str, str]  # of the TensorBoard, if there was one
 
 
+@pytest.fixture(scope="class")
+def cycle_session(cluster, slurm, short_base, tmp_path_factory):
+    """A Session for a class of tests (JobCycle)."""
+    control_dir = Path(tempfile.mkdtemp(dir=short_base))
+    with session_in(cluster, slurm, control_dir, tmp_path_factory.mktemp("cycle")) as world:
+        yield world
+
+
+@pytest.fixture(scope="class")
+def cycle_job(slurm):
+    """A running job of alice's, cancelled after the class."""
+    job = running_job(slurm)
+    yield job
+    slurm.cancel(job)
+
+
+@pytest.fixture(scope="class")
+def cycle_start(cycle_session, slurm, cluster, cycle_job) -> Started:
+    logins = cluster["login"].accepted_logins()
+    result = cycle_session.fab("tb.start", "--job", cycle_job)
+    pids = job_tensorboards(slurm)
+    return Started(cycle_job, logins, result, pids, procs.environ(pids[0]) if len(pids) == 1 else {})
+
+
+@pytest.fixture(scope="class")
+def cycle_stop(cycle_session, cycle_start) -> tuple[subprocess.CompletedProcess, list[bool]]:
+    """tb.exit --job, and whether each TensorBoard seen after tb.start is then gone."""
+    result = cycle_session.fab("tb.exit", "--job", cycle_start.job)
+    return result, [wait_gone(pid) for pid in cycle_start.tensorboards]
+
+
 class JobCycle:
     """tb.start --job, check, a warm start, logs, list and exit on one running
-    job: a test per step, in this order; each step's fixture runs once for
-    the class. test_slurm.py and test_slurm_linuxproc.py each run it under
-    their module's proctrack."""
+    job: a test per step, in this order; the job, tb.start and tb.exit
+    (cycle_job, cycle_start, cycle_stop) run once for the class.
+    test_slurm.py and test_slurm_linuxproc.py each run it under their
+    module's proctrack."""
 
-    @pytest.fixture(scope="class")
-    def session(self, cluster, slurm, short_base, tmp_path_factory):
-        control_dir = Path(tempfile.mkdtemp(dir=short_base))
-        with session_in(cluster, slurm, control_dir, tmp_path_factory.mktemp("cycle")) as world:
-            yield world
+    @pytest.fixture
+    def session(self, cycle_session):
+        return cycle_session
 
-    @pytest.fixture(scope="class")
-    def job(self, slurm):
-        job = running_job(slurm)
-        yield job
-        slurm.cancel(job)
+    @pytest.fixture
+    def start(self, cycle_start):
+        return cycle_start
 
-    @pytest.fixture(scope="class")
-    def start(self, session, slurm, cluster, job) -> Started:
-        logins = cluster["login"].accepted_logins()
-        result = session.fab("tb.start", "--job", job)
-        pids = job_tensorboards(slurm)
-        return Started(job, logins, result, pids, procs.environ(pids[0]) if len(pids) == 1 else {})
-
-    @pytest.fixture(scope="class")
-    def stop(self, session, start) -> tuple[subprocess.CompletedProcess, list[bool]]:
-        """tb.exit --job, and whether each TensorBoard seen after tb.start is then gone."""
-        result = session.fab("tb.exit", "--job", start.job)
-        return result, [wait_gone(pid) for pid in start.tensorboards]
+    @pytest.fixture
+    def stop(self, cycle_stop):
+        return cycle_stop
 
     def test_start_says_where_the_job_runs_and_serves_its_runs(self, start):
         assert start.result.returncode == 0, start.result.stdout + start.result.stderr

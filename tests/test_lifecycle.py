@@ -25,32 +25,35 @@ def started(result: subprocess.CompletedProcess, rig) -> None:
 # ------------------------------------------------------------ fab -H host
 
 
+@pytest.fixture(scope="class")
+def fab_start(class_rig):
+    """fab tb.start, once for the class of tests that asks."""
+    return class_rig.fab("tb.start")
+
+
+@pytest.fixture(scope="class")
+def fab_exit(class_rig, fab_start):
+    """tb.exit after fab_start, and the sessions recorded before it."""
+    before = class_rig.states()
+    return class_rig.fab("tb.exit"), before
+
+
 class TestFabStartCheckAndExit:
     """fab tb.start, tb.check, tb.exit and tb.exit again on one host: a test
-    per step, in this order; each step's fixture runs once for the class."""
+    per step, in this order; fab_start and fab_exit run once for the class."""
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def rig(self, class_rig):
         return class_rig
 
-    @pytest.fixture(scope="class")
-    def start(self, rig):
-        return rig.fab("tb.start")
-
-    @pytest.fixture(scope="class")
-    def stop(self, rig, start):
-        """tb.exit, and the sessions recorded before it."""
-        before = rig.states()
-        return rig.fab("tb.exit"), before
-
-    def test_start_serves_the_page_through_a_new_tunnel(self, rig, start):
-        started(start, rig)
-        assert "opened the tunnel" in start.stdout and "started TensorBoard" in start.stdout
+    def test_start_serves_the_page_through_a_new_tunnel(self, rig, fab_start):
+        started(fab_start, rig)
+        assert "opened the tunnel" in fab_start.stdout and "started TensorBoard" in fab_start.stdout
         assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
         runs = http_json(rig.url + "data/runs")
         assert {"baseline", "wider"} <= set(runs)
 
-    def test_start_records_both_pids_and_keeps_its_files_private(self, rig, start):
+    def test_start_records_both_pids_and_keeps_its_files_private(self, rig, fab_start):
         data = rig.only_state()
         master, remote = data["master_pid"], data["remote_pid"]
         assert alive(master) and alive(remote)
@@ -62,7 +65,7 @@ class TestFabStartCheckAndExit:
         assert oct(rig.control_dir.stat().st_mode & 0o777) == "0o700"
         assert oct(Path(data["socket"] + ".json").stat().st_mode & 0o777) == "0o600"
 
-    def test_check_reports_the_url_both_pids_and_the_logdir(self, rig, start):
+    def test_check_reports_the_url_both_pids_and_the_logdir(self, rig, fab_start):
         data = rig.only_state()
         master, remote = data["master_pid"], data["remote_pid"]
         check = rig.fab("tb.check")
@@ -72,8 +75,8 @@ class TestFabStartCheckAndExit:
             f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir}"
         )
 
-    def test_exit_stops_tensorboard_and_closes_the_tunnel(self, rig, stop):
-        result, before = stop
+    def test_exit_stops_tensorboard_and_closes_the_tunnel(self, rig, fab_exit):
+        result, before = fab_exit
         (data,) = before
         master, remote = data["master_pid"], data["remote_pid"]
         assert result.returncode == 0, result.stderr
@@ -81,13 +84,13 @@ class TestFabStartCheckAndExit:
         assert f"closed the tunnel (ssh master pid {master})" in result.stdout
         assert wait_gone(remote) and wait_gone(master)
 
-    def test_exit_removes_the_record_and_the_remote_run_directory(self, rig, stop):
-        _, before = stop
+    def test_exit_removes_the_record_and_the_remote_run_directory(self, rig, fab_exit):
+        _, before = fab_exit
         (data,) = before
         assert rig.states() == []
         assert not (rig.remote_dir / data["sid"]).exists()
 
-    def test_a_second_exit_has_nothing_to_stop(self, rig, stop):
+    def test_a_second_exit_has_nothing_to_stop(self, rig, fab_exit):
         again = rig.fab("tb.exit")
         assert again.returncode == 0
         assert "sandbox: nothing to stop" in again.stdout
