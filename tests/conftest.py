@@ -30,24 +30,13 @@ from tensorboard_remote.slurm import placement_of
 from tensorboard_remote.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir
 from tensorboard_remote.sshargv import Target
 
+from .procs import ours
+
+#: The Slurm tests' fixtures (cluster, login node, runner), for both proctrack modules.
+pytest_plugins = ["tests.slurm_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def ours(marker: str) -> list[tuple[int, str]]:
-    """Processes whose command line mentions ``marker`` (a test directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-            status = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if marker.encode() in raw and ") Z " not in status:
-            found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -100,8 +89,55 @@ def logdir(base) -> Path:
     return write_sample_logdir(base / "logdir", runs=("baseline", "wider"), steps=20)
 
 
+class Runner:
+    """Runs fab, invoke and tensorboard-remote as a user would, hermetically:
+    its own HOME, a fixed PATH, and the tb settings given in the environment
+    under both the INVOKE_ and the FABRIC_ prefix. Subclasses say which host
+    and ssh_config, where HOME is, and which settings."""
+
+    host: str
+    home: Path
+    timeout: float = 90
+
+    @property
+    def ssh_config(self) -> str:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, str]:
+        """tb settings by key (``LOGDIR``), for both CLIs' environments."""
+        raise NotImplementedError
+
+    def env(self, **extra: str) -> dict:
+        env = {
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+        }
+        for prefix in ("INVOKE", "FABRIC"):
+            env.update({f"{prefix}_TB_{key}": value for key, value in self.settings().items()})
+        env.update(extra)
+        return env
+
+    def run(self, argv: list[str], *, cwd: Path = REPO, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, cwd=cwd, env=env or self.env(), capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=timeout or self.timeout,
+        )
+
+    def fab(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run([str(BIN / "fab"), "-H", self.host, "-S", self.ssh_config, *args], **kw)
+
+    def invoke(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
+        return self.run([str(BIN / "invoke"), *args], env=env, **kw)
+
+    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
+        return self.run([str(BIN / "tensorboard-remote"), *args], env=env, **kw)
+
+
 @dataclass
-class Rig:
+class Rig(Runner):
     """One test's world: its ports and directories, and CLI runners."""
 
     sandbox: Sandbox
@@ -124,11 +160,15 @@ class Rig:
         return record.Record.from_json(self.only_state(), self.control_dir).url
 
     @property
+    def host(self) -> str:
+        return self.sandbox.alias
+
+    @property
     def ssh_config(self) -> str:
         return str(self.sandbox.ssh_config)
 
-    def settings_env(self, prefix: str) -> dict:
-        values = {
+    def settings(self) -> dict[str, str]:
+        return {
             "CONTROL_DIR": str(self.control_dir),
             "REMOTE_DIR": str(self.remote_dir),
             "LOGDIR": str(self.logdir),
@@ -137,35 +177,6 @@ class Rig:
             "TENSORBOARD_CMD": local_tensorboard_cmd(),
             "START_TIMEOUT": "30",
         }
-        return {f"{prefix}_TB_{key}": value for key, value in values.items()}
-
-    def env(self, **extra: str) -> dict:
-        env = {
-            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(self.home),
-            "LANG": "C.UTF-8",
-        }
-        env.update(self.settings_env("INVOKE"))
-        env.update(self.settings_env("FABRIC"))
-        env.update(extra)
-        return env
-
-    def run(self, argv: list[str], *, cwd: Path = REPO, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            argv, cwd=cwd, env=env or self.env(), capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=timeout,
-        )
-
-    def fab(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run([str(BIN / "fab"), "-H", self.sandbox.alias, "-S", self.ssh_config, *args], **kw)
-
-    def invoke(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
-        return self.run([str(BIN / "invoke"), *args], env=env, **kw)
-
-    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        env = kw.pop("env", None) or self.env(INVOKE_TB_SSH_CONFIG=self.ssh_config)
-        return self.run([str(BIN / "tensorboard-remote"), *args], env=env, **kw)
 
     def states(self) -> list[dict]:
         if not self.control_dir.exists():
@@ -188,36 +199,33 @@ class Rig:
                     print(f"cleanup of {paths} failed: {error}")
 
 
-@pytest.fixture
-def rig(sandbox, logdir, tmp_path, short_dir) -> Rig:
-    # A per-test path to the shared logdir puts tmp_path in TensorBoard's
+@contextlib.contextmanager
+def rig_in(sandbox: Sandbox, logdir: Path, root: Path, control_dir: Path):
+    """A Rig in ``root``; on the way out its sessions are stopped and nothing
+    of its may still run."""
+    # A per-test path to the shared logdir puts root in TensorBoard's
     # command line, so a TensorBoard this test leaves behind is found.
-    (tmp_path / "logdir").symlink_to(logdir)
-    world = Rig(sandbox=sandbox, root=tmp_path, logdir=tmp_path / "logdir", control_dir=short_dir)
+    (root / "logdir").symlink_to(logdir)
+    world = Rig(sandbox=sandbox, root=root, logdir=root / "logdir", control_dir=control_dir)
     yield world
     world.cleanup()
-    left = ours(str(tmp_path)) + ours(str(short_dir))
+    left = ours(str(root)) + ours(str(control_dir))
     for pid, _ in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"test left processes behind: {left}"
 
 
-def alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+@pytest.fixture
+def rig(sandbox, logdir, tmp_path, short_dir) -> Rig:
+    with rig_in(sandbox, logdir, tmp_path, short_dir) as world:
+        yield world
 
 
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+@pytest.fixture(scope="class")
+def class_rig(sandbox, logdir, tmp_path_factory, short_base) -> Rig:
+    """One Rig for a class of tests that check one scenario step by step."""
+    with rig_in(sandbox, logdir, tmp_path_factory.mktemp("rig"), Path(tempfile.mkdtemp(dir=short_base))) as world:
+        yield world
 
 
 def http_json(url: str) -> dict:
@@ -240,57 +248,6 @@ def strict_sandbox(base, nothing_left_behind) -> Sandbox:
     box.stop()
 
 
-def listening_tcp_inodes() -> set[str]:
-    """Inodes of TCP sockets listening in this (the host's) network namespace."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":
-                inodes.add(fields[9])
-    return inodes
-
-
-def family(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        pass
-    return inodes
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 @pytest.fixture(scope="session")
 def more_sandboxes(base, nothing_left_behind) -> list[Sandbox]:
     """Two more hosts, for several-host tests."""
@@ -302,7 +259,7 @@ def more_sandboxes(base, nothing_left_behind) -> list[Sandbox]:
 
 @contextlib.contextmanager
 def frozen(pids: list[int]):
-    """SIGSTOP ``pids`` (a link that stopped answering), SIGCONT on the way out."""
+    """SIGSTOP ``pids`` (a link or a TensorBoard that stopped answering), SIGCONT on the way out."""
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)

@@ -22,6 +22,8 @@ from typing import Optional
 
 from tensorboard_remote.sandbox import free_port
 
+from . import procs
+
 NODE = "cn1"
 NODE_ADDR = "127.0.0.2"
 BINARIES = ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/squeue", "/usr/sbin/munged")
@@ -182,19 +184,8 @@ class SlurmCluster:
     def ours(self) -> list[int]:
         """Live processes of this cluster: their environment names our slurm.conf
         (daemons, step daemons, and whatever a job or step started)."""
-        marker = f"SLURM_CONF={self.conf}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes()
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if marker in environ.split(b"\0") and stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                found.append(int(entry.name))
-        return found
+        conf = str(self.conf)
+        return [pid for pid in procs.pids() if procs.environ(pid).get("SLURM_CONF") == conf and procs.alive(pid)]
 
     def stop(self) -> None:
         """Cancel every job, stop the daemons, and kill anything left of ours."""

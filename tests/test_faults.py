@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, alive, family, frozen, http_json, ours, tensorboards, wait_gone
+from .conftest import BIN, frozen, http_json, tensorboards
+from .procs import alive, family, ours, wait_gone
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -121,6 +122,7 @@ def test_a_refused_connection_fails_at_once(rig, tmp_path):
     closed.close()
     cfg = ssh_config_with(rig, tmp_path, f"Port {rig.sandbox.port}", f"Port {port}")
     result, took = start_with(rig, cfg)
+    assert result.returncode == 1
     line = one_line_error(result)
     assert "cannot connect to sandbox" in line and "Connection refused" in line
     assert took < 10 and rig.states() == []
@@ -188,21 +190,11 @@ def test_a_dropped_connection_ends_the_master_by_keepalive_and_check_says_so(rig
     data = rig.only_state()
     sshd = rig.sandbox.pid()
     # Freeze the server side of every connection: the link is "dead".
-    frozen = [pid for pid in family(sshd) if pid != sshd and pid != data["remote_pid"]]
-    assert frozen
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen([pid for pid in family(sshd) if pid != sshd and pid != data["remote_pid"]]):
         assert wait_gone(data["master_pid"], timeout=15), "keepalives did not end the master"
         check = rig.fab("tb.check", env=env)
         assert check.returncode == 1
         assert "no tunnel (the ssh master is gone)" in check.stdout
-    finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
     again = rig.fab("tb.start", env=env)
     assert again.returncode == 0, again.stderr
     assert "reopened the tunnel" in again.stdout

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
+
+import pytest
 
 from .conftest import BIN, http_json, tensorboards
 
@@ -14,45 +18,78 @@ def combined_config(rig, boxes, tmp_path) -> Path:
     return cfg
 
 
-def test_start_several_hosts_at_once_each_with_its_own_port_then_list_check_and_exit(rig, more_sandboxes, tmp_path):
-    cfg = combined_config(rig, more_sandboxes, tmp_path)
-    env = rig.env(INVOKE_TB_SSH_CONFIG=str(cfg))
-    start = rig.invoke("tb.start", "--hosts", "sandbox,host2,host3", env=env)
-    assert start.returncode == 0, start.stdout + start.stderr
-    states = rig.states()
-    assert sorted(s["target"]["host"] for s in states) == ["host2", "host3", "sandbox"]
-    ports = sorted(s["local_port"] for s in states)
-    assert len(set(ports)) == 3 and ports[0] >= rig.local_port
-    for data in states:
-        url = f"http://127.0.0.1:{data['local_port']}/{data['token']}/"
-        assert f"TensorBoard ready at {url}" in start.stdout
-        assert http_json(url + "data/logdir")["logdir"] == str(rig.logdir)
+@pytest.fixture(scope="class")
+def hosts_env(class_rig, more_sandboxes):
+    """The environment for invoke with all three hosts in its ssh_config."""
+    cfg = combined_config(class_rig, more_sandboxes, class_rig.root)
+    return class_rig.env(INVOKE_TB_SSH_CONFIG=str(cfg))
 
-    listing = rig.invoke("tb.list", "--json", env=env)
-    assert listing.returncode == 0, listing.stderr
-    rows = json.loads(listing.stdout)
-    assert sorted(r["host"] for r in rows) == ["host2", "host3", "sandbox"]
-    assert all(r["healthy"] and r["url"] and r["remote_pid"] and r["uptime_seconds"] >= 0 for r in rows)
-    table = rig.invoke("tb.list", env=env).stdout.splitlines()
-    assert table[0].split() == ["HOST", "URL", "PID", "LOGDIR", "UPTIME", "HEALTH"]
-    assert len(table) == 4 and all(line.rstrip().endswith("ok") for line in table[1:])
 
-    check = rig.invoke("tb.check", env=env)
-    assert check.returncode == 0 and check.stdout.count(": ok http://127.0.0.1:") == 3
+@pytest.fixture(scope="class")
+def hosts_start(class_rig, hosts_env):
+    """tb.start on the three hosts at once, and the sessions it recorded."""
+    return class_rig.invoke("tb.start", "--hosts", "sandbox,host2,host3", env=hosts_env), class_rig.states()
 
-    # One host's TensorBoard dies: check and list say which, and exit 1.
+
+@pytest.fixture(scope="class")
+def host2_died(class_rig, hosts_env, hosts_start):
+    """tb.check after host2's TensorBoard was killed."""
+    _, states = hosts_start
     dead = next(s for s in states if s["target"]["host"] == "host2")
-    import os, signal
-
     os.kill(dead["remote_pid"], signal.SIGKILL)
-    check = rig.invoke("tb.check", env=env)
-    assert check.returncode == 1
-    assert "host2: TensorBoard is not running" in check.stdout and check.stdout.count(": ok ") == 2
+    return class_rig.invoke("tb.check", env=hosts_env)
 
-    stop = rig.invoke("tb.exit", env=env)
-    assert stop.returncode == 0
-    assert stop.stdout.count("closed the tunnel") == 3
-    assert rig.states() == [] and tensorboards(rig) == []
+
+class TestSeveralHostsAtOnce:
+    """tb.start on three hosts at once, then tb.list, tb.check, one host's
+    TensorBoard dying, and tb.exit: a test per step, in this order;
+    hosts_start and host2_died run once for the class."""
+
+    @pytest.fixture
+    def rig(self, class_rig):
+        return class_rig
+
+    def test_start_brings_up_every_host_each_with_its_own_local_port(self, rig, hosts_start):
+        result, states = hosts_start
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sorted(s["target"]["host"] for s in states) == ["host2", "host3", "sandbox"]
+        ports = sorted(s["local_port"] for s in states)
+        assert len(set(ports)) == 3 and ports[0] >= rig.local_port
+
+    def test_start_prints_each_hosts_url_and_each_serves_the_logdir(self, rig, hosts_start):
+        result, states = hosts_start
+        assert states, result.stdout + result.stderr
+        for data in states:
+            url = f"http://127.0.0.1:{data['local_port']}/{data['token']}/"
+            assert f"TensorBoard ready at {url}" in result.stdout
+            assert http_json(url + "data/logdir")["logdir"] == str(rig.logdir)
+
+    def test_list_json_shows_every_host_healthy(self, rig, hosts_env, hosts_start):
+        listing = rig.invoke("tb.list", "--json", env=hosts_env)
+        assert listing.returncode == 0, listing.stderr
+        rows = json.loads(listing.stdout)
+        assert sorted(r["host"] for r in rows) == ["host2", "host3", "sandbox"]
+        assert all(r["healthy"] and r["url"] and r["remote_pid"] and r["uptime_seconds"] >= 0 for r in rows)
+
+    def test_list_shows_a_table_with_every_host_ok(self, rig, hosts_env, hosts_start):
+        table = rig.invoke("tb.list", env=hosts_env).stdout.splitlines()
+        assert table[0].split() == ["HOST", "URL", "PID", "LOGDIR", "UPTIME", "HEALTH"]
+        assert len(table) == 4 and all(line.rstrip().endswith("ok") for line in table[1:])
+
+    def test_check_reports_every_host_ok(self, rig, hosts_env, hosts_start):
+        check = rig.invoke("tb.check", env=hosts_env)
+        assert check.returncode == 0 and check.stdout.count(": ok http://127.0.0.1:") == 3
+
+    def test_when_one_hosts_tensorboard_dies_check_names_that_host_and_fails(self, host2_died):
+        check = host2_died
+        assert check.returncode == 1
+        assert "host2: TensorBoard is not running" in check.stdout and check.stdout.count(": ok ") == 2
+
+    def test_exit_closes_every_tunnel_and_leaves_no_tensorboard(self, rig, hosts_env, host2_died):
+        stop = rig.invoke("tb.exit", env=hosts_env)
+        assert stop.returncode == 0
+        assert stop.stdout.count("closed the tunnel") == 3
+        assert rig.states() == [] and tensorboards(rig) == []
 
 
 def test_fab_with_several_hosts_keeps_per_host_state(rig, more_sandboxes, tmp_path):

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
-from .conftest import BIN, alive, http_json, tensorboards, wait_gone
+from .conftest import frozen, http_json, tensorboards
+from .procs import alive, wait_gone
 
 
 def started(result: subprocess.CompletedProcess, rig) -> None:
@@ -23,43 +25,75 @@ def started(result: subprocess.CompletedProcess, rig) -> None:
 # ------------------------------------------------------------ fab -H host
 
 
-def test_fab_start_serves_the_page_check_reports_it_and_exit_stops_both(rig):
-    result = rig.fab("tb.start")
-    started(result, rig)
-    assert "opened the tunnel" in result.stdout and "started TensorBoard" in result.stdout
-    assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
-    runs = http_json(rig.url + "data/runs")
-    assert {"baseline", "wider"} <= set(runs)
+@pytest.fixture(scope="class")
+def fab_start(class_rig):
+    """fab tb.start, once for the class of tests that asks."""
+    return class_rig.fab("tb.start")
 
-    data = rig.only_state()
-    master, remote = data["master_pid"], data["remote_pid"]
-    assert alive(master) and alive(remote)
-    assert tensorboards(rig) == [remote]
-    # The run directory on the remote is private.
-    rundir = rig.remote_dir / data["sid"]
-    assert (rundir / "pid").exists() and (rundir / "log").exists()
-    assert oct(rundir.stat().st_mode & 0o777) == "0o700"
-    assert oct(rig.control_dir.stat().st_mode & 0o777) == "0o700"
-    assert oct(Path(data["socket"] + ".json").stat().st_mode & 0o777) == "0o600"
 
-    check = rig.fab("tb.check")
-    assert check.returncode == 0, check.stdout + check.stderr
-    line = check.stdout.strip()
-    assert line == (
-        f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir}"
-    )
+@pytest.fixture(scope="class")
+def fab_exit(class_rig, fab_start):
+    """tb.exit after fab_start, and the sessions recorded before it."""
+    before = class_rig.states()
+    return class_rig.fab("tb.exit"), before
 
-    stop = rig.fab("tb.exit")
-    assert stop.returncode == 0, stop.stderr
-    assert f"stopped TensorBoard (pid {remote})" in stop.stdout
-    assert f"closed the tunnel (ssh master pid {master})" in stop.stdout
-    assert wait_gone(remote) and wait_gone(master)
-    assert rig.states() == []
-    assert not rundir.exists()
 
-    again = rig.fab("tb.exit")
-    assert again.returncode == 0
-    assert "sandbox: nothing to stop" in again.stdout
+class TestFabStartCheckAndExit:
+    """fab tb.start, tb.check, tb.exit and tb.exit again on one host: a test
+    per step, in this order; fab_start and fab_exit run once for the class."""
+
+    @pytest.fixture
+    def rig(self, class_rig):
+        return class_rig
+
+    def test_start_serves_the_page_through_a_new_tunnel(self, rig, fab_start):
+        started(fab_start, rig)
+        assert "opened the tunnel" in fab_start.stdout and "started TensorBoard" in fab_start.stdout
+        assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
+        runs = http_json(rig.url + "data/runs")
+        assert {"baseline", "wider"} <= set(runs)
+
+    def test_start_records_both_pids_and_keeps_its_files_private(self, rig, fab_start):
+        data = rig.only_state()
+        master, remote = data["master_pid"], data["remote_pid"]
+        assert alive(master) and alive(remote)
+        assert tensorboards(rig) == [remote]
+        # The run directory on the remote is private.
+        rundir = rig.remote_dir / data["sid"]
+        assert (rundir / "pid").exists() and (rundir / "log").exists()
+        assert oct(rundir.stat().st_mode & 0o777) == "0o700"
+        assert oct(rig.control_dir.stat().st_mode & 0o777) == "0o700"
+        assert oct(Path(data["socket"] + ".json").stat().st_mode & 0o777) == "0o600"
+
+    def test_check_reports_the_url_both_pids_and_the_logdir(self, rig, fab_start):
+        data = rig.only_state()
+        master, remote = data["master_pid"], data["remote_pid"]
+        check = rig.fab("tb.check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        line = check.stdout.strip()
+        assert line == (
+            f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir}"
+        )
+
+    def test_exit_stops_tensorboard_and_closes_the_tunnel(self, rig, fab_exit):
+        result, before = fab_exit
+        (data,) = before
+        master, remote = data["master_pid"], data["remote_pid"]
+        assert result.returncode == 0, result.stderr
+        assert f"stopped TensorBoard (pid {remote})" in result.stdout
+        assert f"closed the tunnel (ssh master pid {master})" in result.stdout
+        assert wait_gone(remote) and wait_gone(master)
+
+    def test_exit_removes_the_record_and_the_remote_run_directory(self, rig, fab_exit):
+        _, before = fab_exit
+        (data,) = before
+        assert rig.states() == []
+        assert not (rig.remote_dir / data["sid"]).exists()
+
+    def test_a_second_exit_has_nothing_to_stop(self, rig, fab_exit):
+        again = rig.fab("tb.exit")
+        assert again.returncode == 0
+        assert "sandbox: nothing to stop" in again.stdout
 
 
 def test_tensorboard_outlives_the_ssh_session_that_started_it(rig):
@@ -140,11 +174,8 @@ def test_check_without_a_tunnel_fails_and_says_so(rig):
 def test_check_says_when_the_page_does_not_answer(rig):
     started(rig.fab("tb.start"), rig)
     data = rig.only_state()
-    os.kill(data["remote_pid"], signal.SIGSTOP)
-    try:
+    with frozen([data["remote_pid"]]):
         check = rig.fab("tb.check")
-    finally:
-        os.kill(data["remote_pid"], signal.SIGCONT)
     assert check.returncode == 1
     assert f"TensorBoard pid {data['remote_pid']} is running but {rig.url} is not answering" in check.stdout
 
@@ -265,21 +296,6 @@ def test_a_tensorboard_that_never_answers_times_out_with_the_log_tail(rig, tmp_p
     # It is left running for the user to check later; exit stops it.
     stop = rig.fab("tb.exit", env=env)
     assert "stopped TensorBoard" in stop.stdout
-
-
-def test_an_unreachable_host_fails_within_the_connect_timeout(rig, tmp_path):
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
-    cfg = tmp_path / "ssh_config"
-    cfg.write_text(rig.sandbox.ssh_config.read_text().replace(f"Port {rig.sandbox.port}", f"Port {port}"))
-    began = time.monotonic()
-    result = rig.run([str(BIN / "fab"), "-H", "sandbox", "-S", str(cfg), "tb.start"])
-    assert time.monotonic() - began < 15
-    assert result.returncode == 1
-    assert "cannot connect to sandbox" in result.stderr and "Connection refused" in result.stderr
-    assert rig.states() == []
 
 
 # ------------------------------------------------------------ plain invoke

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 
-from .conftest import BIN, cmdline, family, http_json, listening_tcp_inodes, socket_inodes
+from . import procs
+from .conftest import BIN, http_json
+from .procs import cmdline, family, listening_tcp_inodes, socket_inodes
 
 
 def exposed_ports(pid: int) -> list[str]:
@@ -84,9 +86,9 @@ def test_the_url_token_is_required_and_never_on_a_command_line_or_in_a_log(rig):
     assert refused.value.code == 404
     assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
     # Not in any process's command line, nor in any log of ours.
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            assert token not in cmdline(int(entry.name)), cmdline(int(entry.name))
+    for pid in procs.pids():
+        if pid != os.getpid():
+            assert token not in cmdline(pid), cmdline(pid)
     rundir = rig.remote_dir / data["sid"]
     assert token not in (rundir / "log").read_text()
     assert token not in Path(data["socket"] + ".log").read_text()
@@ -97,8 +99,7 @@ def test_the_url_token_is_required_and_never_on_a_command_line_or_in_a_log(rig):
 def test_tensorboard_gets_a_private_tmpdir(rig):
     assert rig.fab("tb.start").returncode == 0
     data = rig.only_state()
-    environ = Path(f"/proc/{data['remote_pid']}/environ").read_bytes().split(b"\0")
-    assert f"TMPDIR={rig.remote_dir / data['sid']}".encode() in environ
+    assert procs.environ(data["remote_pid"]).get("TMPDIR") == str(rig.remote_dir / data["sid"])
     assert list((rig.remote_dir / data["sid"] / ".tensorboard-info").glob("pid-*.info"))
 
 

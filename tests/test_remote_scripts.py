@@ -11,7 +11,7 @@ import pytest
 from tensorboard_remote import remote
 from tensorboard_remote.settings import TbError
 
-from .conftest import alive, wait_gone
+from .procs import alive, starttime, state, wait_gone
 
 SID = "0123456789abcdef"
 
@@ -21,10 +21,6 @@ def sh(script: str) -> tuple[str, str]:
     reply = remote.parse_reply(out)
     assert reply, out
     return reply
-
-
-def starttime(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 def boot_id() -> str:
@@ -78,7 +74,7 @@ def test_a_pid_from_another_boot_is_not_ours(tmp_path):
 def test_a_zombie_is_not_alive(tmp_path):
     child = subprocess.Popen(["true"])
     deadline = time.monotonic() + 5
-    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+    while state(child.pid) != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.01)
     write_pidfile(tmp_path / SID, child.pid, starttime(child.pid))

@@ -1,10 +1,6 @@
-"""tb.start --job against a real one-node Slurm (see slurmcluster.py).
-
-The login node is a test sshd that lets in an ordinary user, ``tbr-alice``,
-with ``SLURM_CONF`` set for her sessions (sshd's SetEnv). Her job runs on
-node ``cn1`` at 127.0.0.2; TensorBoard is the cluster's own (a venv of
-Debian's python3 that she can read), reached through ``activate``. In ssh
-mode a second sshd on 127.0.0.2 plays the node's sshd.
+"""tb.start --job against a real one-node Slurm (see slurmcluster.py), under
+``proctrack/cgroup``; the cluster, its users and the runner are in
+slurm_fixtures.py.
 
 These tests need root (Slurm's daemons, useradd); without it they say so
 and skip. CI runs as root, so there they run.
@@ -13,261 +9,51 @@ and skip. CI runs as root, so there they run.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tensorboard_remote.sandbox import Sandbox, write_sample_logdir
-
-from .conftest import BIN, REPO, alive, cmdline, http_json, wait_gone
-from .slurmcluster import NODE, NODE_ADDR, SlurmCluster, why_not
-
-ALICE = "tbr-alice"
-BOB = "tbr-bob"
-CLUSTER_VENV = Path("/tmp/tbr-cluster-venv")
-TENSORBOARD_VERSION = "2.21.0"
+from . import procs
+from .conftest import http_json
+from .procs import alive, cmdline, wait_gone
+from .slurm_fixtures import ALICE, BOB, JobCycle, Session, job_tensorboards, ready_url, running_job
+from .slurmcluster import NODE, SlurmCluster, why_not
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
 
 
-def _user(name: str) -> pwd.struct_passwd:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["/usr/sbin/useradd", "-m", "-s", "/bin/bash", name], check=True)
-    # No password, but not locked: sshd refuses locked accounts even for keys.
-    subprocess.run(["/usr/sbin/usermod", "-p", "*", name], check=True)
-    return pwd.getpwnam(name)
-
-
-def _cluster_tensorboard() -> Path:
-    """The cluster's TensorBoard: a venv of Debian's python3, readable by all
-    (the test runner's own Python may live in root's 0700 home)."""
-    python = CLUSTER_VENV / "bin" / "python"
-    check = [str(python), "-c", f"import tensorboard; assert tensorboard.__version__ == {TENSORBOARD_VERSION!r}"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return CLUSTER_VENV
-    shutil.rmtree(CLUSTER_VENV, ignore_errors=True)
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(CLUSTER_VENV)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"tensorboard=={TENSORBOARD_VERSION}"],
-        check=True,
-    )
-    subprocess.run(check, check=True)
-    return CLUSTER_VENV
-
-
-#: How slurmd tracks a step's processes; test_slurm_linuxproc.py sets linuxproc.
+#: How slurmd tracks a step's processes (the slurm fixture reads it).
 PROCTRACK = "cgroup"
-
-
-@pytest.fixture(scope="module")
-def slurm(short_base, request):
-    proctrack = getattr(request.module, "PROCTRACK", PROCTRACK)
-    cluster = SlurmCluster(Path("/tmp") / f"tbr-slurm-{os.getpid()}-{proctrack}", proctrack=proctrack).start()
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(cluster.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def cluster(slurm, base, short_base):
-    """Users, the login node's sshd, the node's sshd, TensorBoard and a logdir."""
-    alice = _user(ALICE)
-    _user(BOB)
-    venv = _cluster_tensorboard()
-    # sshd reads authorized_keys as the user: not under pytest's 0700 base.
-    login = Sandbox(slurm.dir / "sshd-login", alias="login", user=ALICE).create(
-        extra_sshd=f"SetEnv SLURM_CONF={slurm.conf}"
-    ).start()
-    node = Sandbox(slurm.dir / "sshd-cn1", alias=NODE, user=ALICE, address=NODE_ADDR).create().start()
-    config = base / "cluster_ssh_config"
-    config.write_text(login.ssh_config.read_text() + node.ssh_config.read_text())
-    home = Path(alice.pw_dir)
-    logdir = home / f"tbr-test-{os.getpid()}" / "logdir"
-    write_sample_logdir(logdir)
-    for path in (logdir.parent, *logdir.parent.rglob("*")):
-        os.chown(path, alice.pw_uid, alice.pw_gid)
-    yield {
-        "login": login,
-        "node": node,
-        "config": config,
-        "activate": f"source {venv}/bin/activate",
-        "logdir": logdir,
-        "home": home,
-    }
-    login.stop()
-    node.stop()
-    shutil.rmtree(logdir.parent, ignore_errors=True)
-
-
-class Session:
-    """One test's runner: fab against the login host, hermetic env."""
-
-    def __init__(self, cluster: dict, control_dir: Path, tmp_path: Path) -> None:
-        self.cluster = cluster
-        self.control_dir = control_dir
-        self.home = tmp_path / "home"
-        self.home.mkdir()
-
-    def env(self, **extra: str) -> dict:
-        env = {
-            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(self.home),
-            "LANG": "C.UTF-8",
-        }
-        for prefix in ("INVOKE", "FABRIC"):
-            env.update({
-                f"{prefix}_TB_CONTROL_DIR": str(self.control_dir),
-                f"{prefix}_TB_LOGDIR": str(self.cluster["logdir"]),
-                f"{prefix}_TB_ACTIVATE": self.cluster["activate"],
-                f"{prefix}_TB_START_TIMEOUT": "40",
-            })
-        env.update(extra)
-        return env
-
-    def fab(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        argv = [str(BIN / "fab"), "-H", "login", "-S", str(self.cluster["config"]), *args]
-        return subprocess.run(argv, cwd=REPO, env=env or self.env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=120)
-
-    def invoke(self, *args: str) -> subprocess.CompletedProcess:
-        env = self.env(INVOKE_TB_SSH_CONFIG=str(self.cluster["config"]))
-        return subprocess.run([str(BIN / "invoke"), *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=120)
-
-
-@pytest.fixture
-def session(cluster, short_dir, tmp_path, slurm):
-    world = Session(cluster, short_dir, tmp_path)
-    yield world
-    # Whatever a test left: exit every session, then nothing of ours runs.
-    world.invoke("tb.exit")
-    left = [pid for pid in slurm.ours() if "launch.py" in cmdline(pid)]
-    for pid in left:
-        os.kill(pid, 9)
-    masters = [pid for pid in _pids() if str(short_dir) in cmdline(pid)]
-    for pid in masters:
-        os.kill(pid, 9)
-    assert not left and not masters, f"left behind: {left + masters}"
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _tensorboards(slurm: SlurmCluster) -> list[int]:
-    return [pid for pid in slurm.ours() if "launch.py" in cmdline(pid) and alive(pid)]
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-
-
-def _running_job(slurm: SlurmCluster, user: str = ALICE, **kw) -> str:
-    job = slurm.submit(user, **kw)
-    slurm.wait_running(job)
-    return job
 
 
 def _started(session: "Session", slurm: SlurmCluster, name: str, via: str = "srun") -> tuple[str, str]:
     """A running job of alice's named ``name``, and TensorBoard started in it."""
-    job = _running_job(slurm, name=name)
+    job = running_job(slurm, name=name)
     started = session.fab("tb.start", "--job", job, "--slurm-via", via)
     assert started.returncode == 0, started.stdout + started.stderr
-    return job, _url(started)
+    return job, ready_url(started)
 
 
-def _url(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stdout.splitlines() if "ready at " in line]
-    assert lines, result.stdout + result.stderr
-    return lines[-1].split("ready at ")[1].split()[0]
-
-
-def test_start_job_runs_tensorboard_as_a_step_of_the_job_and_exit_ends_only_that_step(session, slurm, cluster):
-    cycle(session, slurm, cluster)
-
-
-def cycle(session: Session, slurm: SlurmCluster, cluster: dict) -> None:
-    """start, check, warm start, logs, list and exit on a running job."""
-    job = _running_job(slurm)
-    logins = cluster["login"].accepted_logins()
-
-    started = session.fab("tb.start", "--job", job)
-    assert started.returncode == 0, started.stdout + started.stderr
-    url = _url(started)
-    assert f"job {job} runs on {NODE} ({NODE_ADDR})" in started.stdout
-    runs = http_json(url + "data/runs")
-    assert sorted(runs) == ["baseline", "wider"]
-
-    # TensorBoard is a step of the job, on the node's address only.
-    (pid,) = _tensorboards(slurm)
-    env = _environ(pid)
-    assert env["SLURM_JOB_ID"] == job and "SLURM_STEP_ID" in env
-    # Its launcher and token flagfile live in a private directory on the node.
-    private = Path(env["TBR_DIR"])
-    assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
-    assert (private / "flags").stat().st_mode & 0o777 == 0o600
-    assert Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(ALICE).pw_uid
-    state = [p for p in session.control_dir.glob("tb-*.json")]
-    assert len(state) == 1
-    import json
-
-    recorded = json.loads(state[0].read_text())
-    assert recorded["job"] == {"spec": job, "id": job, "node": NODE, "addr": NODE_ADDR, "via": "srun"}
-    remote_port = int(recorded["endpoint"].split()[1])
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://127.0.0.1:{remote_port}/", timeout=2)
-    # Without the token, the node's port gives nothing away.
-    with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(f"http://{NODE_ADDR}:{remote_port}/data/runs", timeout=2)
-
-    checked = session.fab("tb.check", "--job", job)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert f"login (job {job}): ok {url}" in checked.stdout
-    again = session.fab("tb.start", "--job", job)
-    assert again.returncode == 0 and _url(again) == url, again.stdout + again.stderr
-    assert "reusing the tunnel" in again.stdout and _tensorboards(slurm) == [pid]
-    logs = session.fab("tb.logs", "--job", job)
-    assert logs.returncode == 0 and f"serving on tcp {remote_port}" in logs.stdout, logs.stdout + logs.stderr
-
-    listed = session.invoke("tb.list", "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert f"(job {job})" in listed.stdout and '"healthy": true' in listed.stdout
-
-    stopped = session.fab("tb.exit", "--job", job)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert f"ended TensorBoard's step in job {job} on {NODE} (srun pid " in stopped.stdout
-    assert "the job itself is left running" in stopped.stdout
-    assert wait_gone(pid)
-    assert not private.exists(), "the node's private directory (with the token) was left behind"
-    assert slurm.job_state(job) == "RUNNING"
-    assert not list(session.control_dir.glob("tb-*.json"))
-    # start, check and exit: one login to the login node.
-    assert cluster["login"].accepted_logins() - logins == 1
-    slurm.cancel(job)
+class TestStartJobRunsTensorBoardAsAStepOfTheJobAndExitEndsOnlyThatStep(JobCycle):
+    """The job cycle (slurm_fixtures.JobCycle) under proctrack/cgroup."""
 
 
 def _nothing_recorded(session: Session) -> None:
     assert not list(session.control_dir.glob("tb-*.json"))
     assert not list(session.control_dir.glob("tb-*[0-9a-f]")), "a control socket is left"
-    assert not [pid for pid in _pids() if str(session.control_dir) in cmdline(pid) and alive(pid)]
+    assert not [pid for pid in procs.pids() if str(session.control_dir) in cmdline(pid) and alive(pid)]
 
 
 def test_a_pending_ended_unknown_or_someone_elses_job_is_a_one_line_error(session, slurm):
     pending = slurm.submit(ALICE, extra=("--begin=now+3600",))
-    ended = _running_job(slurm, name="short")
+    ended = running_job(slurm, name="short")
     slurm.cancel(ended)
     deadline = time.monotonic() + 10
     while slurm.job_state(ended) not in ("CANCELLED", "") and time.monotonic() < deadline:
         time.sleep(0.1)
-    bobs = _running_job(slurm, BOB)
+    bobs = running_job(slurm, BOB)
     cases = [
         (pending, f"job {pending} is pending: it has no node yet; run tb.start --job {pending} again once squeue shows it RUNNING"),
         (ended, f"job {ended} has ended (cancelled): there is no node to start TensorBoard on"),
@@ -290,11 +76,11 @@ def test_a_pending_ended_unknown_or_someone_elses_job_is_a_one_line_error(sessio
 
 
 def test_when_the_job_ends_check_says_so_and_exit_cleans_up(session, slurm):
-    job = _running_job(slurm, name="ends")
+    job = running_job(slurm, name="ends")
     started = session.fab("tb.start", "--job", "ends")
     assert started.returncode == 0, started.stdout + started.stderr
-    (pid,) = _tensorboards(slurm)
-    private = Path(_environ(pid)["TBR_DIR"])
+    (pid,) = job_tensorboards(slurm)
+    private = Path(procs.environ(pid)["TBR_DIR"])
     slurm.cancel(job)
     # Slurm ends the step with the job (proctrack/cgroup): TensorBoard too,
     # and it removes its private directory on the way out.
@@ -310,13 +96,13 @@ def test_when_the_job_ends_check_says_so_and_exit_cleans_up(session, slurm):
 
 
 def test_ssh_mode_reaches_the_nodes_sshd_through_the_login_node_with_one_login_each(session, slurm, cluster):
-    job = _running_job(slurm, name="viassh")
+    job = running_job(slurm, name="viassh")
     login_before = cluster["login"].accepted_logins()
     node_before = cluster["node"].accepted_logins()
 
     started = session.invoke("tb.start", "--host", "login", "--job", "viassh", "--slurm-via", "ssh")
     assert started.returncode == 0, started.stdout + started.stderr
-    url = _url(started)
+    url = ready_url(started)
     assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
     assert f"{ALICE}@{NODE}" not in started.stdout  # the user comes from ssh_config
     assert f"{NODE} (job {job} via login): started TensorBoard" in started.stdout
@@ -346,11 +132,11 @@ def test_ssh_mode_reaches_the_nodes_sshd_through_the_login_node_with_one_login_e
 def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
     # A laptop that slept: the ssh master(s) died, TensorBoard did not.
     job, url = _started(session, slurm, f"sleepy-{via}", via)
-    tensorboards = _tensorboards(slurm) if via == "srun" else [
-        pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)
+    tensorboards = job_tensorboards(slurm) if via == "srun" else [
+        pid for pid in procs.pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)
     ]
     assert len(tensorboards) == 1
-    masters = [pid for pid in _pids() if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and alive(pid)]
+    masters = [pid for pid in procs.pids() if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and alive(pid)]
     assert len(masters) == (1 if via == "srun" else 2)
     for pid in masters:
         os.kill(pid, 9)
@@ -361,7 +147,7 @@ def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(ses
 
     again = session.fab("tb.start", "--job", job, "--slurm-via", via)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert _url(again) == url
+    assert ready_url(again) == url
     assert "was still running" in again.stdout
     assert all(alive(pid) for pid in tensorboards)
     assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
@@ -372,7 +158,7 @@ def test_after_the_connection_drops_start_reconnects_to_the_same_tensorboard(ses
 
 
 def test_one_session_per_job_whatever_it_was_called_or_reached_by(session, slurm):
-    job = _running_job(slurm, name="onlyone")
+    job = running_job(slurm, name="onlyone")
     first = session.fab("tb.start", "--job", "onlyone")
     assert first.returncode == 0, first.stdout + first.stderr
     by_id = session.fab("tb.start", "--job", job)
@@ -387,7 +173,7 @@ def test_one_session_per_job_whatever_it_was_called_or_reached_by(session, slurm
         "tensorboard-remote: job onlyone on login already has a tb session through srun: "
         "run tb.exit --job onlyone first, or start it with --slurm-via srun"
     )
-    assert len(_tensorboards(slurm)) == 1
+    assert len(job_tensorboards(slurm)) == 1
     assert session.fab("tb.check", "--job", "onlyone").returncode == 0
     assert session.fab("tb.exit", "--job", "onlyone").returncode == 0
     _nothing_recorded(session)
@@ -395,10 +181,10 @@ def test_one_session_per_job_whatever_it_was_called_or_reached_by(session, slurm
 
 
 def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_record(session, slurm, cluster):
-    job = _running_job(slurm, name="adopted")
+    job = running_job(slurm, name="adopted")
     started = session.fab("tb.start", "--job", job, "--slurm-via", "ssh")
     assert started.returncode == 0, started.stdout + started.stderr
-    tensorboard = [pid for pid in _pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)]
+    tensorboard = [pid for pid in procs.pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)]
     assert len(tensorboard) == 1
     # The job ends; as with pam_slurm_adopt the node now refuses us, and our
     # connection to it is gone.
@@ -406,7 +192,7 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
     node = cluster["node"]
     node.stop()
     try:
-        for pid in _pids():
+        for pid in procs.pids():
             if str(session.control_dir) in cmdline(pid) and " -M " in cmdline(pid) and f"{NODE}" in cmdline(pid):
                 os.kill(pid, 9)
         stopped = session.fab("tb.exit", "--job", job)
@@ -424,7 +210,8 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
 
 @pytest.mark.parametrize("via", ["srun", "ssh"])
 def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
-    from .conftest import family, frozen
+    from .conftest import frozen
+    from .procs import family
 
     job, url = _started(session, slurm, f"hung-{via}", via)
     sshd = cluster["login"].pid()
@@ -432,7 +219,7 @@ def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(s
         again = session.fab("tb.start", "--job", job, "--slurm-via", via)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
-        assert "was still running" in again.stdout and _url(again) == url
+        assert "was still running" in again.stdout and ready_url(again) == url
         assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
     assert session.fab("tb.exit", "--job", job).returncode == 0
     _nothing_recorded(session)
@@ -442,10 +229,10 @@ def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(s
 def test_a_step_started_elsewhere_is_never_doubled_nor_touched(session, slurm, cluster, tmp_path):
     # Another computer (or another login node behind the same alias) has a
     # session on this job; this one has no record of it.
-    job = _running_job(slurm, name="elsewhere")
+    job = running_job(slurm, name="elsewhere")
     first = session.fab("tb.start", "--job", job)
     assert first.returncode == 0, first.stdout + first.stderr
-    (pid,) = _tensorboards(slurm)
+    (pid,) = job_tensorboards(slurm)
     other_dir = Path(str(session.control_dir) + "o")
     other_dir.mkdir(mode=0o700)
     try:
@@ -456,7 +243,7 @@ def test_a_step_started_elsewhere_is_never_doubled_nor_touched(session, slurm, c
         assert err.startswith(f"tensorboard-remote: job {job} already runs a tensorboard-remote step ({job}.")
         assert "\n" not in err
         assert not list(other_dir.glob("tb-*.json")) and not list(other_dir.glob("tb-*[0-9a-f]"))
-        assert _tensorboards(slurm) == [pid]
+        assert job_tensorboards(slurm) == [pid]
     finally:
         shutil.rmtree(other_dir, ignore_errors=True)
     assert session.fab("tb.check", "--job", job).returncode == 0

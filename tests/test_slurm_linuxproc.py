@@ -6,26 +6,28 @@ from __future__ import annotations
 
 import pytest
 
-from .test_slurm import cluster, cycle, session, slurm, why_not  # noqa: F401 - fixtures
+from .procs import wait_gone
+from .slurm_fixtures import JobCycle, job_tensorboards, running_job
+from .slurmcluster import why_not
 
 PROCTRACK = "linuxproc"
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
 
 
-def test_the_job_cycle_works_the_same_under_linuxproc(session, slurm, cluster):  # noqa: F811
+def test_this_clusters_slurmd_tracks_steps_with_linuxproc(slurm):
     assert "ProctrackType=proctrack/linuxproc" in slurm.conf.read_text()
-    cycle(session, slurm, cluster)
 
 
-def test_when_the_job_is_cancelled_its_tensorboard_step_ends_under_linuxproc_too(session, slurm):  # noqa: F811
-    from .test_slurm import _running_job, _tensorboards
-    from .conftest import wait_gone
+class TestTheJobCycleWorksTheSameUnderLinuxproc(JobCycle):
+    """The job cycle of test_slurm.py (slurm_fixtures.JobCycle), here."""
 
-    job = _running_job(slurm)
+
+def test_when_the_job_is_cancelled_its_tensorboard_step_ends_under_linuxproc_too(session, slurm):
+    job = running_job(slurm)
     started = session.fab("tb.start", "--job", job)
     assert started.returncode == 0, started.stdout + started.stderr
-    (pid,) = _tensorboards(slurm)
+    (pid,) = job_tensorboards(slurm)
     slurm.cancel(job)
     assert wait_gone(pid, 15)
     assert session.fab("tb.check", "--job", job).returncode == 1
