@@ -28,7 +28,6 @@ from tensorboard_remote.session import Session
 from tensorboard_remote.shell import Shell
 from tensorboard_remote.slurm import placement_of
 from tensorboard_remote.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir
-from tensorboard_remote.sshargv import Target
 
 from .procs import ours
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tensorboard_remote import remote
-from tensorboard_remote.settings import TbError
+from tensorboard_remote.errors import TbError
 
 from .procs import alive, starttime, state, wait_gone
 
@@ -199,7 +199,5 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_pat
 
 
 def test_a_setting_holding_the_reserved_heredoc_word_is_a_clear_error():
-    from tensorboard_remote.settings import TbError
-
     with pytest.raises(TbError, match="reserved word TBR_SH_EOF"):
         remote.start_script(remote.run_dir("/x", SID), "logs", "tensorboard", "echo\nTBR_SH_EOF\nrm -rf ~")
