@@ -249,3 +249,19 @@ def test_a_step_started_elsewhere_is_never_doubled_nor_touched(session, slurm, c
     assert session.fab("tb.check", "--job", job).returncode == 0
     assert session.fab("tb.exit", "--job", job).returncode == 0
     slurm.cancel(job)
+
+
+@pytest.mark.parametrize("via", ["srun", "ssh"])
+def test_check_and_exit_without_job_on_the_login_host_cover_its_job_sessions(session, slurm, via):
+    job, _ = _started(session, slurm, f"forgot-{via}", via)
+    (pid,) = job_tensorboards(slurm)
+    checked = session.fab("tb.check")  # no --job: the login host's sessions, jobs included
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"(job {job}" in checked.stdout and ": ok http://127.0.0.1:" in checked.stdout
+    assert "no tunnel" not in checked.stdout
+    stopped = session.fab("tb.exit")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "nothing to stop" not in stopped.stdout and f"job {job}" in stopped.stdout
+    assert wait_gone(pid, 15)
+    _nothing_recorded(session)
+    assert slurm.job_state(job) == "RUNNING"  # the job itself is left running
