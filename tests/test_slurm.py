@@ -18,7 +18,7 @@ import pytest
 from . import procs
 from .conftest import http_json
 from .procs import alive, cmdline, wait_gone
-from .slurm_fixtures import ALICE, BOB, JobCycle, Session, job_tensorboards, ready_url, running_job
+from .slurm_fixtures import ALICE, BOB, JobCycle, Session, job_tensorboards, ready_url, records, running_job
 from .slurmcluster import NODE, SlurmCluster, why_not
 
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
@@ -254,7 +254,8 @@ def test_a_step_started_elsewhere_is_never_doubled_nor_touched(session, slurm, c
 @pytest.mark.parametrize("via", ["srun", "ssh"])
 def test_check_and_exit_without_job_on_the_login_host_cover_its_job_sessions(session, slurm, via):
     job, _ = _started(session, slurm, f"forgot-{via}", via)
-    (pid,) = job_tensorboards(slurm)
+    pids = [r["remote_pid"] for r in records(session) if r.get("remote_pid")]  # srun's, or the node's TensorBoard
+    assert pids
     checked = session.fab("tb.check")  # no --job: the login host's sessions, jobs included
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"(job {job}" in checked.stdout and ": ok http://127.0.0.1:" in checked.stdout
@@ -262,6 +263,6 @@ def test_check_and_exit_without_job_on_the_login_host_cover_its_job_sessions(ses
     stopped = session.fab("tb.exit")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "nothing to stop" not in stopped.stdout and f"job {job}" in stopped.stdout
-    assert wait_gone(pid, 15)
+    assert all(wait_gone(pid, 15) for pid in pids)
     _nothing_recorded(session)
     assert slurm.job_state(job) == "RUNNING"  # the job itself is left running
