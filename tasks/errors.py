@@ -3,7 +3,7 @@
 Every failure we can explain is a :class:`TbError` whose message is one line
 (maybe followed by a remote log tail) that says what failed and what to do.
 The task layer (``tb.py``) turns it into invoke's ``Exit`` in one place. The
-subclasses are the ones the code branches on.
+subclasses say what failed where the code must tell the cases apart.
 """
 
 from __future__ import annotations

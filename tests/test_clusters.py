@@ -4,7 +4,6 @@ running session, missing logdirs, busy-looking ports, leftovers, help."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
