@@ -451,39 +451,8 @@ info
     )
 
 
-# Kills through a pidfd: once the pidfd is open it names this exact process,
-# so re-checking identity and then signalling through it leaves no window for
-# the pid to be reused. Exit 0 stopped, 2 not ours/gone, 3 no pidfd support,
-# 4 would not die.
-_PIDFD_KILL = r"""
-import os, select, signal, sys
-pid, start, uid, boot, grace = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
-if not hasattr(os, "pidfd_open"):
-    sys.exit(3)
-try:
-    fd = os.pidfd_open(pid)
-except OSError as error:
-    sys.exit(2 if error.errno == 3 else 3)
-def ours():
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            same_boot = handle.read().strip() == boot
-        return same_boot and fields[0] not in ("Z", "X") and fields[19] == start and str(os.stat("/proc/%d" % pid).st_uid) == uid
-    except OSError:
-        return False
-if not ours():
-    sys.exit(2)
-def ended(seconds):
-    # A pidfd turns readable when its process exits (a zombie has exited).
-    return bool(select.select([fd], [], [], seconds)[0])
-signal.pidfd_send_signal(fd, signal.SIGTERM)
-if ended(grace):
-    sys.exit(0)
-signal.pidfd_send_signal(fd, signal.SIGKILL)
-sys.exit(0 if ended(grace) else 4)
-"""
+#: The Python that stops our TensorBoard through a pidfd (see pidfd_kill.py).
+PIDFD_KILL = Path(__file__).with_name("pidfd_kill.py").read_text()
 
 
 def stop_script(rundir: str, grace: float = 3.0, *, pidfd: bool = True) -> str:
@@ -505,7 +474,7 @@ def stop_script(rundir: str, grace: float = 3.0, *, pidfd: bool = True) -> str:
             "  done\n"
             '  if [ -n "$py" ]; then\n'
             f'    "$py" - "$p" "$st" "$u" "$b" {grace:g} <<\'TBR_KILL_EOF\'\n'
-            f"{_PIDFD_KILL.strip()}\n"
+            f"{PIDFD_KILL.strip()}\n"
             "TBR_KILL_EOF\n"
             "    rc=$?\n"
             "  fi\n"
