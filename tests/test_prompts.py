@@ -24,9 +24,9 @@ import pytest
 
 from tensorboard_remote.sandbox import Sandbox, free_port
 
-from .conftest import BIN, REPO, Runner, http_json
+from .conftest import BIN, REPO, http_json
 from .procs import cmdline, pids
-from .slurm_fixtures import _cluster_tensorboard, _logdir_of, _user
+from .slurm_fixtures import Session as ClusterUser, _cluster_tensorboard, _logdir_of, _user
 
 PW_USER = "tbr-pw"
 PASSWORD = "Correct-Horse-7"
@@ -71,29 +71,17 @@ def password_host(nothing_left_behind):
     shutil.rmtree(root, ignore_errors=True)
 
 
-class PasswordUser(Runner):
+class PasswordUser(ClusterUser):
     """fab, invoke and tensorboard-remote as the password user would run them."""
 
     host = "pwhost"
 
-    def __init__(self, host: dict, control_dir: Path, home: Path) -> None:
-        self.world = host
-        self.control_dir = control_dir
-        self.home = home
+    def __init__(self, host: dict, control_dir: Path, tmp_path: Path) -> None:
+        super().__init__(host, control_dir, tmp_path)
         self.local_port = free_port()
 
-    @property
-    def ssh_config(self) -> str:
-        return str(self.world["config"])
-
     def settings(self) -> dict[str, str]:
-        return {
-            "CONTROL_DIR": str(self.control_dir),
-            "LOGDIR": str(self.world["logdir"]),
-            "ACTIVATE": self.world["activate"],
-            "LOCAL_PORT": str(self.local_port),
-            "START_TIMEOUT": "40",
-        }
+        return {**super().settings(), "LOCAL_PORT": str(self.local_port)}
 
     def start_argv(self, cli: str) -> tuple[list[str], dict]:
         """tb.start as typed at a terminal with ``cli``, and its environment."""
@@ -107,8 +95,7 @@ class PasswordUser(Runner):
 
 @pytest.fixture
 def user(password_host, short_dir, tmp_path):
-    runner = PasswordUser(password_host, short_dir, tmp_path / "home")
-    runner.home.mkdir()
+    runner = PasswordUser(password_host, short_dir, tmp_path)
     yield runner
     # Without a terminal tb.exit rides the master (no prompt); then nothing of ours runs.
     runner.invoke("tb.exit")
@@ -190,7 +177,7 @@ def test_the_password_prompt_stays_visible_on_a_terminal_and_typing_it_starts_te
     url = pane.wait_for(r"TensorBoard ready at (http://127\.0\.0\.1:\d+/\S+/)").group(1)
     assert pane.wait_for(r"tbr-exit=(\d+)").group(1) == "0", pane.screen()
     assert "opened the tunnel" in pane.screen()
-    assert http_json(url + "data/logdir")["logdir"] == str(user.world["logdir"])
+    assert http_json(url + "data/logdir")["logdir"] == str(user.cluster["logdir"])
     stopped = user.invoke("tb.exit")
     assert stopped.returncode == 0 and "stopped TensorBoard" in stopped.stdout, stopped.stdout + stopped.stderr
 
