@@ -114,6 +114,11 @@ class Host:
     def socket(self) -> str:
         return str(self.paths.socket)
 
+    @property
+    def may_prompt(self) -> bool:
+        """Can a login to it ask the user something (no BatchMode: a terminal)?"""
+        return not self.target.batch
+
     def with_target(self, target: Target) -> "Host":
         return Host(self.shell, target, self.paths)
 

@@ -190,8 +190,8 @@ class Session:
             local_port = ports.CLAIMS.pick(settings, label, say, ports.ours(host.paths))
         master_pid = master.pid
         if chosen.opens:
-            report.phase(f"{label}: connecting")
-            master_pid = host.open(settings.keepalive)
+            with report.login(f"{label}: connecting", prompts=host.may_prompt):
+                master_pid = host.open(settings.keepalive)
             again = "re" if rec is not None and rec.remote_pid else ""
             say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
         job = self._find(rec, chosen, report)

@@ -368,8 +368,8 @@ def _start_via_ssh(jump: Host, settings: Settings, report: Reporter, spec: str) 
         if master.state is MasterState.STALE:
             jump.clear_stale()
         if master.state is not MasterState.UP:
-            report.phase(f"{label}: connecting to the login node")
-            pid = jump.open(settings.keepalive)
+            with report.login(f"{label}: connecting to the login node", prompts=jump.may_prompt):
+                pid = jump.open(settings.keepalive)
             report.say(f"{label}: opened the connection to the login node (ssh master pid {pid})")
         try:
             job = find_job(jump, spec, report)

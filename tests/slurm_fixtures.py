@@ -41,13 +41,16 @@ TENSORBOARD_VERSION = "2.21.0"
 DEFAULT_PROCTRACK = "cgroup"
 
 
-def _user(name: str) -> pwd.struct_passwd:
+def _user(name: str, password: str = "") -> pwd.struct_passwd:
     try:
         pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["/usr/sbin/useradd", "-m", "-s", "/bin/bash", name], check=True)
-    # No password, but not locked: sshd refuses locked accounts even for keys.
-    subprocess.run(["/usr/sbin/usermod", "-p", "*", name], check=True)
+    if password:
+        subprocess.run(["/usr/sbin/chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+    else:
+        # No password, but not locked: sshd refuses locked accounts even for keys.
+        subprocess.run(["/usr/sbin/usermod", "-p", "*", name], check=True)
     return pwd.getpwnam(name)
 
 
@@ -66,6 +69,15 @@ def _cluster_tensorboard() -> Path:
     )
     subprocess.run(check, check=True)
     return CLUSTER_VENV
+
+
+def _logdir_of(user: pwd.struct_passwd) -> Path:
+    """A sample logdir in the user's home, theirs (remove its parent after)."""
+    logdir = Path(user.pw_dir) / f"tbr-test-{os.getpid()}" / "logdir"
+    write_sample_logdir(logdir)
+    for path in (logdir.parent, *logdir.parent.rglob("*")):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return logdir
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +103,7 @@ def cluster(slurm, base, short_base):
     config = base / "cluster_ssh_config"
     config.write_text(login.ssh_config.read_text() + node.ssh_config.read_text())
     home = Path(alice.pw_dir)
-    logdir = home / f"tbr-test-{os.getpid()}" / "logdir"
-    write_sample_logdir(logdir)
-    for path in (logdir.parent, *logdir.parent.rglob("*")):
-        os.chown(path, alice.pw_uid, alice.pw_gid)
+    logdir = _logdir_of(alice)
     yield {
         "login": login,
         "node": node,
