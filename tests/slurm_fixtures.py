@@ -251,10 +251,10 @@ class JobCycle:
         assert env["SLURM_JOB_ID"] == start.job and "SLURM_STEP_ID" in env
         assert procs.uid(pid) == pwd.getpwnam(ALICE).pw_uid
 
-    def test_its_launcher_and_token_flagfile_live_in_a_private_directory_on_the_node(self, start):
+    def test_its_launcher_and_token_file_live_in_a_private_directory_on_the_node(self, start):
         private = Path(start.environ["TBR_DIR"])
         assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
-        assert (private / "flags").stat().st_mode & 0o777 == 0o600
+        assert (private / "token").stat().st_mode & 0o777 == 0o600
 
     def test_the_record_names_the_job_its_node_and_srun(self, session, start):
         recorded = records(session)
