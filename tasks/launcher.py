@@ -53,7 +53,7 @@ def loopback_up():
 
 FORBIDDEN = (
     b"tensorboard-remote: this TensorBoard needs its secret URL: open the"
-    b" http://127.0.0.1:PORT/TOKEN/ address that tb.start printed (tb.list shows it)\n"
+    b" http://127.0.0.1:PORT/TOKEN/ address that tb.start printed (tb.list shows it, tb.open opens it)\n"
 )
 
 
