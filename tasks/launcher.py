@@ -7,6 +7,11 @@ public ``server_class`` hook, on a Unix socket created 0600 (``--host
 unix://`` crashes in TensorBoard 2.21, tensorboard#6057) or on TCP
 127.0.0.1, and writes ``<run dir>/endpoint`` once it listens.
 
+With a URL token, TensorBoard runs unprefixed behind :func:`guard`: links
+that TensorBoard and its plugins build from ``location.origin`` (the Roboto
+fonts, tensorboard#1885; the profiler's memory-timeline and graph-viewer
+links) then work, while the port still answers only to whoever has the token.
+
 Environment:
   TBR_DIR    the run directory (0700)
   TBR_SERVE  "unix" (default) or "tcp"
@@ -18,10 +23,14 @@ Environment:
              private directory on the node)
   TBR_NETNS  "1" when started inside a private network namespace
              (``unshare -rn``): bring its loopback up for the data server
+  TBR_TOKEN_FILE  a 0600 file holding the secret URL token (the token is
+             never in our environment or command line)
 """
 
 import atexit
 import fcntl
+import hashlib
+import hmac
 import os
 import shutil
 import signal
@@ -42,11 +51,95 @@ def loopback_up():
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
 
 
+FORBIDDEN = (
+    b"tensorboard-remote: this TensorBoard needs its secret URL: open the"
+    b" http://127.0.0.1:PORT/TOKEN/ address that tb.start printed (tb.list shows it, tb.open opens it)\n"
+)
+
+
+def cookie_for(token):
+    """The cookie's name and value for ``token``. Cookies are not separated
+    by port on 127.0.0.1, so the name is per session; neither gives the
+    token away."""
+    secret = token.encode()
+    name = "tbr-" + hashlib.sha256(b"tensorboard-remote cookie name " + secret).hexdigest()[:16]
+    value = hmac.new(secret, b"tensorboard-remote cookie", hashlib.sha256).hexdigest()
+    return name, value
+
+
+def _cookies(header):
+    """(name, value) pairs of a Cookie header, never failing on a malformed
+    one (other programs on 127.0.0.1 set cookies too)."""
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            yield name, value.strip().strip('"')
+
+
+def guard(app, token):
+    """WSGI app that serves ``app`` (TensorBoard, unprefixed) to whoever
+    knows ``token``: ``/TOKEN/...`` is served with the prefix stripped; a GET
+    of ``/TOKEN/`` (or ``/TOKEN``) sets an HttpOnly, SameSite=Strict cookie
+    and redirects to ``/``; anything else needs that cookie, or gets 403."""
+    prefix = "/" + token
+    name, value = cookie_for(token)
+    expected = value.encode()
+    set_cookie = "%s=%s; Path=/; HttpOnly; SameSite=Strict" % (name, value)
+
+    def has_cookie(environ):
+        found = False
+        for key, candidate in _cookies(environ.get("HTTP_COOKIE", "")):
+            # Every candidate is compared, in constant time.
+            if key == name and hmac.compare_digest(candidate.encode("latin-1", "replace"), expected):
+                found = True
+        return found
+
+    def guarded(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        raw = path.encode("latin-1", "replace")
+        # The token is compared in constant time, as the cookie is.
+        under = hmac.compare_digest(raw[:len(prefix)], prefix.encode()) and raw[len(prefix):len(prefix) + 1] in (b"", b"/")
+        rest = path[len(prefix):]
+        if under and rest in ("", "/") and environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD"):
+            query = environ.get("QUERY_STRING", "")
+            start_response("302 Found", [
+                ("Location", "/" + ("?" + query if query else "")),
+                ("Set-Cookie", set_cookie),
+                ("Cache-Control", "no-store"),
+                ("Content-Length", "0"),
+            ])
+            return [b""]
+        if under:
+            inner = dict(environ)
+            inner["PATH_INFO"] = rest or "/"
+            inner["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+            return app(inner, start_response)
+        if has_cookie(environ):
+            return app(environ, start_response)
+        start_response("403 Forbidden", [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(FORBIDDEN))),
+        ])
+        return [FORBIDDEN]
+
+    return guarded
+
+
+def read_token():
+    """The URL token from ``TBR_TOKEN_FILE``, or None (``url_token: no``)."""
+    path = os.environ.get("TBR_TOKEN_FILE")
+    if not path:
+        return None
+    with open(path) as handle:
+        return handle.read().strip() or None
+
+
 def main(argv):
     run_dir = os.environ["TBR_DIR"]
     serve = os.environ.get("TBR_SERVE", "unix")
     port = int(os.environ.get("TBR_PORT", "0"))
     host = os.environ.get("TBR_HOST") or "127.0.0.1"
+    token = read_token()
     if os.environ.get("TBR_NETNS") == "1":
         loopback_up()
     if os.environ.get("TBR_REMOVE_DIR") == "1":
@@ -68,6 +161,8 @@ def main(argv):
 
     class Server(program.TensorBoardServer):
         def __init__(self, wsgi_app, flags):
+            if token:
+                wsgi_app = guard(wsgi_app, token)
             if serve == "unix":
                 path = os.environ.get("TBR_SOCK") or os.path.join(run_dir, "tb.sock")
                 try:

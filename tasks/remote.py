@@ -161,10 +161,10 @@ _RECORD_SELF = (
 )
 
 
-def _flags(token: Optional[str]) -> str:
-    """Shell that writes TensorBoard's flagfile with the URL token (the
-    script travels on stdin: the token is in no command line)."""
-    return f"printf '%s\\n' '--path_prefix=/{token}' > \"$d/flags\"\n" if token else ""
+def _token_file(token: Optional[str]) -> str:
+    """Shell that writes the URL token into a 0600 file for the launcher's
+    guard (the script travels on stdin: the token is in no command line)."""
+    return f"printf '%s\\n' '{token}' > \"$d/token\"\n" if token else ""
 
 
 def launcher(
@@ -176,7 +176,7 @@ def launcher(
     serve: str = "unix",
     port: int = 0,
     data_server: str = "auto",
-    flagfile: bool = True,
+    token_file: bool = True,
     bind: str = "127.0.0.1",
 ) -> str:
     """The detached script that becomes TensorBoard (it ends in ``exec``).
@@ -234,8 +234,8 @@ def launcher(
         lines += ['set -- "$@" --load_fast=false', 'echo off > "$d/isolation"', f'echo "{LOG_MARK} isolation off"']
     else:
         lines += ['echo shared > "$d/isolation"', f'echo "{LOG_MARK} isolation shared"']
-    if flagfile:
-        lines += ['set -- "$@" --flagfile "$d/flags"']
+    if token_file:
+        lines += ['TBR_TOKEN_FILE="$d/token"; export TBR_TOKEN_FILE']
     if serve == "unix":
         lines += [_SHORT_SOCKET.strip()]
     lines += [
@@ -284,9 +284,9 @@ def _heredoc(path: str, body: str, delimiter: str) -> str:
 
 def _node_script(body: str, token: Optional[str]) -> str:
     """What a Slurm step runs (``sh -s``, fed by srun from our run dir): a
-    private directory on the node, our launcher and flags in it, then the
+    private directory on the node, our launcher and token file in it, then the
     launcher body. Nothing needs a file system shared with the login node."""
-    flags = _flags(token)
+    secret = _token_file(token)
     return (
         "umask 077\n"
         'd=$(mktemp -d "${TMPDIR:-/tmp}/tensorboard-remote.XXXXXX") || '
@@ -295,7 +295,7 @@ def _node_script(body: str, token: Optional[str]) -> str:
         "TBR_REMOVE_DIR=1; export TBR_REMOVE_DIR\n"
         # Which step this is, for tb.exit to signal it through Slurm.
         f'echo "{LOG_MARK} step ${{SLURM_JOB_ID}}.${{SLURM_STEP_ID}}"\n'
-        + flags
+        + secret
         + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
         + body
     )
@@ -362,7 +362,7 @@ def start_script(
     Prints ``tbr running PID`` (reused) or ``tbr started PID`` after
     ``tbr-info endpoint ...`` once it listens; ``tbr died PID`` if it exited
     first; or ``tbr error <what> [detail]``. The URL token, if any, travels inside this
-    script (ssh's stdin) into a 0600 flagfile: never on a command line.
+    script (ssh's stdin) into a 0600 file for the launcher: never on a command line.
     """
     if token is not None and not _TOKEN.fullmatch(token):
         raise ValueError("bad URL token")
@@ -370,7 +370,7 @@ def start_script(
         # On a compute node: TCP on the node's address, behind the token.
         body = launcher(
             None, logdir, tensorboard_cmd, activate, serve="tcp", port=port,
-            data_server=data_server, flagfile=token is not None, bind=step.bind,
+            data_server=data_server, token_file=token is not None, bind=step.bind,
         )
         files = (
             'command -v srun >/dev/null 2>&1 || { echo "tbr error no-srun"; exit 0; }\n'
@@ -386,11 +386,11 @@ def start_script(
     else:
         body = launcher(
             rundir, logdir, tensorboard_cmd, activate,
-            serve=serve, port=port, data_server=data_server, flagfile=token is not None,
+            serve=serve, port=port, data_server=data_server, token_file=token is not None,
         )
-        flags = _flags(token)
+        secret = _token_file(token)
         files = (
-            flags
+            secret
             + _heredoc('"$d/launch.py"', LAUNCHER, "TBR_PY_EOF")
             + _heredoc('"$d/launch.sh"', body, "TBR_SH_EOF")
         )

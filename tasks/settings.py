@@ -58,8 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # 0700 run directory: no TCP port at all) or "tcp" (127.0.0.1:remote_port,
     # as the seed script did).
     "serve": "unix",
-    # "yes": a random secret URL prefix (--path_prefix, passed in a flagfile)
-    # guards the local port against other local users and DNS rebinding.
+    # "yes": a random secret URL prefix (in a 0600 file; the launcher's guard
+    # trades it for a per-session cookie) guards the local port against other
+    # local users and DNS rebinding.
     "url_token": "yes",
     # TensorBoard's fast loader runs a data server on a loopback TCP port that
     # any user of the remote can read: "auto" keeps it in a private network

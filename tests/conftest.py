@@ -268,3 +268,18 @@ def frozen(pids: list[int]):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+def chromium_flags(profile: Path) -> list[str]:
+    """Headless Chromium that reaches 127.0.0.1 and nothing else: its own
+    background calls (updates, safe browsing, fonts) go to a closed local
+    proxy port and no name resolves, so the tests send no traffic off this
+    machine."""
+    return [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+        "--no-pings", "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--window-size=1280,900",
+    ]
+

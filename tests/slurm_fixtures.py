@@ -15,6 +15,7 @@ slurmd tracks a step's processes (``cgroup`` if it says nothing).
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import json
 import os
 import pwd
@@ -34,6 +35,8 @@ from .conftest import Runner, http_json
 from .procs import alive, cmdline, wait_gone
 from .slurmcluster import NODE, NODE_ADDR, SlurmCluster
 
+#: One of TensorBoard's Roboto fonts, which its CSS asks for from the origin.
+FONT = "/font-roboto/oMMgfZMQthOryQo9n22dcuvvDin1pK8aKteLpeZ5c0A.woff2"
 ALICE = "tbr-alice"
 BOB = "tbr-bob"
 CLUSTER_VENV = Path("/tmp/tbr-cluster-venv")
@@ -260,10 +263,10 @@ class JobCycle:
         assert env["SLURM_JOB_ID"] == start.job and "SLURM_STEP_ID" in env
         assert procs.uid(pid) == pwd.getpwnam(ALICE).pw_uid
 
-    def test_its_launcher_and_token_flagfile_live_in_a_private_directory_on_the_node(self, start):
+    def test_its_launcher_and_token_file_live_in_a_private_directory_on_the_node(self, start):
         private = Path(start.environ["TBR_DIR"])
         assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
-        assert (private / "flags").stat().st_mode & 0o777 == 0o600
+        assert (private / "token").stat().st_mode & 0o777 == 0o600
 
     def test_the_record_names_the_job_its_node_and_srun(self, session, start):
         recorded = records(session)
@@ -278,6 +281,17 @@ class JobCycle:
         # Without the token, the node's port gives nothing away.
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://{NODE_ADDR}:{remote_port}/data/runs", timeout=2)
+
+    def test_the_token_url_gives_the_cookie_that_opens_the_fonts_built_from_the_origin(self, start):
+        url = ready_url(start.result)
+        origin = "/".join(url.split("/")[:3])  # http://127.0.0.1:PORT
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        with opener.open(url, timeout=10) as page:
+            assert page.url == origin + "/"
+        with opener.open(origin + FONT, timeout=10) as font:
+            assert font.status == 200 and font.read(4) == b"wOF2"
 
     def test_check_reports_the_job_ok_with_its_url(self, session, start):
         url = ready_url(start.result)

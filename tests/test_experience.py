@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, REPO
+from .conftest import BIN, REPO, chromium_flags
 
 
 def test_start_prints_each_phase_with_its_elapsed_time(rig):
@@ -152,11 +152,7 @@ def test_a_real_browser_shows_the_runs_through_the_tunnel(rig, tmp_path):
     assert CHROMIUM, "CI must install chromium"
     assert rig.fab("tb.start").returncode == 0
     url = rig.url + "#timeseries"
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=15000", "--window-size=1280,900",
-    ]
+    flags = chromium_flags(tmp_path / "chromium")
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert "baseline" in dom.stdout and "wider" in dom.stdout, dom.stdout[-2000:]
     ARTIFACTS.mkdir(exist_ok=True)

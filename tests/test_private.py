@@ -83,7 +83,7 @@ def test_the_url_token_is_required_and_never_on_a_command_line_or_in_a_log(rig):
     bare = f"http://127.0.0.1:{data['local_port']}/data/logdir"
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(bare, timeout=5)
-    assert refused.value.code == 404
+    assert refused.value.code == 403
     assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
     # Not in any process's command line, nor in any log of ours.
     for pid in procs.pids():
@@ -92,8 +92,8 @@ def test_the_url_token_is_required_and_never_on_a_command_line_or_in_a_log(rig):
     rundir = rig.remote_dir / data["sid"]
     assert token not in (rundir / "log").read_text()
     assert token not in Path(data["socket"] + ".log").read_text()
-    flags = rundir / "flags"
-    assert oct(flags.stat().st_mode & 0o777) == "0o600"
+    token_file = rundir / "token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
 
 
 def test_tensorboard_gets_a_private_tmpdir(rig):

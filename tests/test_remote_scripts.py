@@ -111,11 +111,11 @@ def test_hostile_logdir_and_activation_reach_the_remote_literally(tmp_path, stub
     assert words[0].endswith("/launch.py")
     assert words[-4] == "--logdir"
     assert "\n".join(words[-3:-1]) == logdir
-    # The token sits in a private flagfile, not on the command line.
+    # The token sits in a private file for the launcher, not on the command line.
     assert "t0ken-abcdef" not in args.read_text()
-    flagfile = tmp_path / "runs" / SID / "flags"
-    assert flagfile.read_text() == "--path_prefix=/t0ken-abcdef\n"
-    assert oct(flagfile.stat().st_mode & 0o777) == "0o600"
+    token_file = tmp_path / "runs" / SID / "token"
+    assert token_file.read_text() == "t0ken-abcdef\n"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     assert not canary.exists(), "a shell command hidden in a setting ran"
     sh(remote.stop_script(rundir))
 
