@@ -29,6 +29,9 @@ from .state import Paths
 
 #: Seconds without any answer after which a link is taken for hung.
 HUNG_AFTER = 3.0
+#: Lines of the remote log read after a failed start: enough for a whole
+#: import traceback and the launcher's "python" line above it (fewer are shown).
+LOG_LINES = 60
 
 # The lines of an ssh error log that say what went wrong, in order of use.
 _SSH_FAILURES = (
@@ -272,7 +275,7 @@ class Host:
     def log_tail(self, rundir: str) -> str:
         """The tail of TensorBoard's remote log ("" if it cannot be read)."""
         try:
-            outcome = self.shell.run(self._remote_argv(True), timeout=self.shell.quick, stdin=remote.log_script(rundir))
+            outcome = self.shell.run(self._remote_argv(True), timeout=self.shell.quick, stdin=remote.log_script(rundir, LOG_LINES))
         except TbError:
             return ""
         return outcome.stdout.rstrip()

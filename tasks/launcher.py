@@ -149,8 +149,13 @@ def main(argv):
             signal.signal(number, lambda *_: sys.exit(0))
         atexit.register(shutil.rmtree, run_dir, True)
 
+    # TensorBoard first, then what appeared in 2.5, then the rest: the
+    # traceback's last line then names what is missing (tensorboard-remote
+    # reads it: no TensorBoard, one older than 2.5, or a dependency of it).
+    import tensorboard  # noqa: F401
+    from tensorboard import main_lib
     from absl import app
-    from tensorboard import default, main_lib, program, version
+    from tensorboard import default, program, version
     from werkzeug import serving
 
     class QuietHandler(serving.WSGIRequestHandler):

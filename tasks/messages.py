@@ -8,6 +8,8 @@ followed by the log's tail where that helps. Pure: tested without a host.
 from __future__ import annotations
 
 import os
+import re
+from typing import Optional
 
 from . import remote
 from .settings import Settings
@@ -65,21 +67,20 @@ def died(log: str, label: str, settings: Settings) -> str:
             f"(currently {settings.activate!r})"
         )
     elif "command not found on PATH" in log:
+        found = _NOT_FOUND.search(log)
+        command = found.group(1) if found else (settings.python or settings.tensorboard_cmd).split()[0]
         head = (
-            f"{settings.tensorboard_cmd.split()[0]!r} not found on {label} in a non-interactive "
+            f"{command!r} not found on {label} in a non-interactive "
             f"shell: set tb.activate (e.g. 'source ~/venvs/tb/bin/activate') or "
-            f"tb.tensorboard_cmd to its full path"
+            f"tb.{'python' if settings.python else 'tensorboard_cmd'} to its full path"
         )
     elif "data_server=netns requires it" in log:
         head = (
             f"{label} does not allow private network namespaces (unshare -rn): "
             f"set tb.data_server to auto or off"
         )
-    elif "No module named" in log:
-        head = (
-            f"the Python behind {settings.tensorboard_cmd.split()[0]!r} on {label} cannot import "
-            f"TensorBoard: point tb.tensorboard_cmd at the right one (e.g. 'python -m tensorboard.main')"
-        )
+    elif (failed := import_failure(log, label, settings)) is not None:
+        head = failed
     elif "could not bind to port" in log or "already in use" in log:
         head = (
             f"TensorBoard could not bind remote port {settings.remote_port} on {label}: "
@@ -88,6 +89,76 @@ def died(log: str, label: str, settings: Settings) -> str:
     else:
         head = f"TensorBoard exited on {label} before it answered"
     return with_log(head, log)
+
+
+_NOT_FOUND = re.compile(rf"^{remote.LOG_MARK} (\S+): command not found on PATH", re.M)
+#: The launcher's line naming the Python it runs under (see remote.launcher).
+_PYTHON = re.compile(rf"^{remote.LOG_MARK} python (.+)$", re.M)
+_MISSING = re.compile(r"No module named '([\w.]+)'")
+
+#: What to install for a module TensorBoard's import misses, where its
+#: package has another name or a version matters (measured, see the
+#: README's supported range); any other module: its own name.
+_INSTALL = {
+    "six": "six",
+    "pkg_resources": "'setuptools<82'",  # setuptools 82 removed pkg_resources
+    "imghdr": "standard-imghdr",  # removed from the standard library in Python 3.13
+    "absl": "absl-py",
+    "google": "protobuf",
+    "grpc": "grpcio",
+}
+
+#: TensorBoard's import failures that are not a missing module: the words
+#: in the traceback, what they mean, what to do and what to install.
+_BROKEN = (
+    (
+        "cannot import name 'main_lib' from 'tensorboard'",
+        "is older than 2.5 (it has no tensorboard.main_lib), too old for tensorboard-remote "
+        "(which supports TensorBoard 2.5 to 2.21)",
+        "upgrade it", "'tensorboard>=2.5'",
+    ),
+    (
+        "`np.string_` was removed in the NumPy 2.0 release",
+        "is older than 2.18 and does not work with NumPy 2 (np.string_ is gone)",
+        "install NumPy 1 into that Python (or a TensorBoard >= 2.18)", "'numpy<2'",
+    ),
+    (
+        "Descriptors cannot be created directly",
+        "does not work with the protobuf installed (4 or later)",
+        "install an older protobuf into that Python", "'protobuf<3.21'",
+    ),
+)
+
+
+def import_failure(log: str, label: str, settings: Settings) -> Optional[str]:
+    """Why the launcher could not import TensorBoard and what to install,
+    from the traceback in its log; None if the log shows no such failure."""
+    used = _PYTHON.findall(log)
+    python = used[-1] if used else settings.python or "python3"
+    for words, meaning, remedy, package in _BROKEN:
+        if words in log:
+            return f"the TensorBoard of {python} on {label} {meaning}: {remedy}: {python} -m pip install {package}"
+    missing = _MISSING.findall(log)
+    if not missing:
+        return None
+    module = missing[-1]
+    top = module.split(".")[0]
+    if top == "tensorboard":
+        if settings.python:
+            return (
+                f"tb.python ({settings.python!r}) on {label} has no TensorBoard (No module named 'tensorboard'): "
+                f"set it to the command of the Python TensorBoard lives in"
+            )
+        return (
+            f"the Python that {settings.tensorboard_cmd.split()[0]!r} led to on {label} ({python}) has no TensorBoard "
+            f"(No module named 'tensorboard'): set tb.python to the Python TensorBoard lives in "
+            f"(e.g. --python 'conda run -n tb python' or --python ~/venvs/tb/bin/python), "
+            f"or tb.tensorboard_cmd to TensorBoard's own console script"
+        )
+    return (
+        f"TensorBoard cannot be imported by {python} on {label}: a module it needs is missing "
+        f"(No module named {module!r}); install it into that Python: {python} -m pip install {_INSTALL.get(top, top)}"
+    )
 
 
 def timed_out(log: str, label: str, settings: Settings, remote_pid: int, why: str) -> str:

@@ -2,8 +2,8 @@
 
 Each script is fed to ``sh -s`` on the remote through our ssh master, so the
 remote login shell never parses it. Every value that comes from a setting is
-shell-quoted here, except the two settings that *are* shell by design
-(``activate`` and ``tensorboard_cmd``). Scripts answer with one line
+shell-quoted here, except the settings that *are* shell by design
+(``activate``, ``tensorboard_cmd`` and ``python``). Scripts answer with one line
 ``tbr <word> [detail]`` that :meth:`Reply.parse` reads, after optional
 ``tbr-info KEY VALUE`` lines. This module holds only that shell text and
 its reply protocol; what the replies mean to a session is ``session.py``'s,
@@ -173,6 +173,7 @@ def launcher(
     tensorboard_cmd: str,
     activate: str,
     *,
+    python: str = "",
     serve: str = "unix",
     port: int = 0,
     data_server: str = "auto",
@@ -182,6 +183,8 @@ def launcher(
     """The detached script that becomes TensorBoard (it ends in ``exec``).
 
     ``rundir`` None: ``$d`` is already set (a Slurm step's private directory).
+    ``python`` (a shell fragment, as ``tensorboard_cmd``): the command our
+    launcher runs under; empty: the Python found from ``tensorboard_cmd``.
     """
     lines = [f"d={rundir}", _ABSOLUTE] if rundir is not None else []
     lines += [
@@ -202,15 +205,22 @@ def launcher(
             f"  exit {ACTIVATION_FAILED}",
             "fi",
         ]
+    # The command whose first word must be on PATH: the Python's, when it
+    # is given, else TensorBoard's (which then names the Python).
     lines += [
-        f"set -- {tensorboard_cmd}",
+        f"set -- {python or tensorboard_cmd}",
         'if ! command -v "$1" >/dev/null 2>&1; then',
         f'  echo "{LOG_MARK} $1: command not found on PATH=$PATH"',
         f"  exit {COMMAND_NOT_FOUND}",
         "fi",
-        _FIND_PYTHON.strip(),
-        "wrap=",
     ]
+    if python:
+        lines += ["set --", f"echo {shlex.quote(f'{LOG_MARK} python {python}')}"]
+        interpreter = python
+    else:
+        lines += [_FIND_PYTHON.strip(), f'echo "{LOG_MARK} python $py${{pyarg:+ $pyarg}}"']
+        interpreter = '"$py" ${pyarg:+"$pyarg"}'
+    lines += ["wrap="]
     if data_server in ("auto", "netns"):
         lines += [
             "if unshare -rn true >/dev/null 2>&1; then",
@@ -241,8 +251,7 @@ def launcher(
     lines += [
         f'TBR_DIR="$d"; TBR_SERVE={shlex.quote(serve)}; TBR_PORT={int(port)}; TBR_HOST={shlex.quote(bind)}',
         "export TBR_DIR TBR_SERVE TBR_PORT TBR_HOST",
-        'exec $wrap "$py" ${pyarg:+"$pyarg"} "$d/launch.py" "$@" --logdir '
-        + shlex.quote(logdir),
+        f'exec $wrap {interpreter} "$d/launch.py" "$@" --logdir ' + shlex.quote(logdir),
     ]
     return "\n".join(lines) + "\n"
 
@@ -276,7 +285,7 @@ fi
 
 def _heredoc(path: str, body: str, delimiter: str) -> str:
     if delimiter in body:
-        raise TbError(f"a setting (activate or tensorboard_cmd) contains the reserved word {delimiter}")
+        raise TbError(f"a setting (activate, tensorboard_cmd or python) contains the reserved word {delimiter}")
     if not body.endswith("\n"):
         body += "\n"
     return f"cat > {path} <<'{delimiter}'\n{body}{delimiter}\n"
@@ -349,6 +358,7 @@ def start_script(
     tensorboard_cmd: str,
     activate: str,
     *,
+    python: str = "",
     serve: str = "unix",
     port: int = 0,
     data_server: str = "auto",
@@ -369,7 +379,7 @@ def start_script(
     if step is not None:
         # On a compute node: TCP on the node's address, behind the token.
         body = launcher(
-            None, logdir, tensorboard_cmd, activate, serve="tcp", port=port,
+            None, logdir, tensorboard_cmd, activate, python=python, serve="tcp", port=port,
             data_server=data_server, token_file=token is not None, bind=step.bind,
         )
         files = (
@@ -385,7 +395,7 @@ def start_script(
         )
     else:
         body = launcher(
-            rundir, logdir, tensorboard_cmd, activate,
+            rundir, logdir, tensorboard_cmd, activate, python=python,
             serve=serve, port=port, data_server=data_server, token_file=token is not None,
         )
         secret = _token_file(token)

@@ -115,6 +115,7 @@ def requested(settings: Settings) -> dict[str, Any]:
         "data_server": settings.data_server,
         "tensorboard_cmd": settings.tensorboard_cmd,
         "activate": settings.activate,
+        "python": settings.python,
     }
     if settings.serve == "tcp":
         wanted["remote_port"] = settings.remote_port
@@ -384,7 +385,7 @@ class _Launch:
         port = launch.port if launch.port is not None else (0 if rec.fallback else settings.remote_port)
         script = remote.start_script(
             rec.rundir, rec.logdir, settings.tensorboard_cmd, settings.activate,
-            serve=rec.serve, port=port if rec.serve == "tcp" else 0, data_server=data_server,
+            python=settings.python, serve=rec.serve, port=port if rec.serve == "tcp" else 0, data_server=data_server,
             token=rec.token, wait=settings.start_timeout, step=launch.step,
         )
         self.report.phase(self.placement.starting(self.label, rec))

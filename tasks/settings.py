@@ -52,6 +52,11 @@ DEFAULTS: dict[str, Any] = {
     # Optional shell snippet run on the remote before TensorBoard, e.g.
     # "source ~/venvs/tb/bin/activate" or "module load tensorflow".
     "activate": "",
+    # Remote command that runs the Python TensorBoard lives in, possibly with
+    # words before it ("conda run -n tb python", "apptainer exec tb.sif
+    # python3"): our launcher runs under it. Empty: found from
+    # tensorboard_cmd (its shebang, or "python -m tensorboard.main").
+    "python": "",
     # Remote directory for our run directories (pid file, log).
     "remote_dir": "~/.tensorboard-remote",
     # How TensorBoard serves on the remote: "unix" (a 0600 Unix socket in our
@@ -107,6 +112,7 @@ class Settings:
     connect_timeout: int
     keepalive: int
     slurm_via: str = "srun"
+    python: str = ""
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -210,7 +216,7 @@ def settings(config: Any, **flags: Any) -> Settings:
         or f"{prefix}TB_LOCAL_PORT" in os.environ
         or str(get("local_port")).strip() != str(DEFAULTS["local_port"])
     )
-    for key in ("activate", "tensorboard_cmd"):
+    for key in ("activate", "tensorboard_cmd", "python"):
         # Words our remote scripts reserve as heredoc delimiters.
         if any(word in str(get(key) or "") for word in ("TBR_SH_EOF", "TBR_PY_EOF", "TBR_KILL_EOF", "TBR_NODE_EOF")):
             raise TbError(f"{key} contains a word reserved by tensorboard-remote (TBR_..._EOF)")
@@ -231,5 +237,6 @@ def settings(config: Any, **flags: Any) -> Settings:
         connect_timeout=int(seconds(get("connect_timeout"), "connect_timeout")) or 1,
         keepalive=int(seconds(get("keepalive"), "keepalive")) or 1,
         slurm_via=choice(get("slurm_via"), "slurm_via", ("srun", "ssh")),
+        python=text(get("python"), "python", allow_empty=True).strip(),
         local_port_explicit=local_port_explicit,
     )
