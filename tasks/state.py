@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import sys
@@ -107,6 +106,8 @@ def locked(paths: Paths) -> Iterator[None]:
     then holds a lock nobody else can see: so after taking the lock, check
     that the file is still the one on disk, and take it again if not.
     """
+    import fcntl  # here, not at the top: Windows has none, and must still import us
+
     while True:
         fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
