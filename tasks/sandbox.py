@@ -143,16 +143,22 @@ class Sandbox:
 
     # Process ----------------------------------------------------------
     def pid(self) -> Optional[int]:
+        """Our sshd's pid, if it runs: the pid file's, and only while that
+        process is our sshd (a reused pid is not). ``ps``, not ``/proc``:
+        the demo runs on macOS too."""
         try:
             pid = int(self.pidfile.read_text().split()[0])
+            os.kill(pid, 0)
         except (OSError, ValueError, IndexError):
             return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+            command = subprocess.run(
+                ["ps", "-p", str(pid), "-o", "command="], capture_output=True, timeout=10
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
             return None
         # Only our sshd: its command line names our config file.
-        return pid if os.fsencode(str(self.sshd_config)) in cmdline else None
+        return pid if os.fsencode(f"-f {self.sshd_config}") in command else None
 
     def start(self, timeout: float = 10.0) -> "Sandbox":
         """Start sshd (it daemonizes) and wait until it accepts connections."""
