@@ -17,6 +17,8 @@ from invoke import Collection, Program
 
 from . import __version__, tb
 from . import sandbox
+from .errors import TbError
+from .shell import require_multiplexing
 
 ACTIONS = ("start", "check", "exit", "logs", "open")
 
@@ -94,6 +96,11 @@ def _demo_dir() -> Path:
 
 def demo(args: list[str]) -> int:
     """``tensorboard-remote demo [--stop]``: a local sandbox host and a real start."""
+    try:
+        require_multiplexing()
+    except TbError as error:
+        print(f"tensorboard-remote: {error}", file=sys.stderr)
+        return 1
     directory = _demo_dir()
     box = sandbox.Sandbox(directory)
     prog = program()

@@ -97,12 +97,13 @@ class Host:
 
     @classmethod
     def locate(cls, shell: Shell, target: Target, control_dir: str, suffix: str = "") -> "Host":
-        """``target`` with our control socket, as ``ssh -G`` expands ``tb-%C``."""
+        """``target`` with our control socket, named from ``tb-%C`` as ``ssh -G``
+        expands it (``state.session_paths``)."""
         directory = state.control_dir(control_dir)
         value = resolve(shell, target, "controlpath", sshargv.resolve_argv(target, str(directory), suffix))
         if not value:
             raise TbError(f"ssh -G printed no controlpath for {target.label}")
-        paths = Paths(Path(value))
+        paths = state.session_paths(Path(value), suffix)
         state.check_socket_path(paths.socket)
         return cls(shell, target, paths)
 

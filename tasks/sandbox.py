@@ -143,16 +143,17 @@ class Sandbox:
 
     # Process ----------------------------------------------------------
     def pid(self) -> Optional[int]:
+        """Our sshd's pid, if it runs: the pid file's, and only while that
+        process is our sshd (a reused pid is not). ``ps``, not ``/proc``:
+        the demo runs on macOS too."""
         try:
             pid = int(self.pidfile.read_text().split()[0])
+            os.kill(pid, 0)
         except (OSError, ValueError, IndexError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        # Only our sshd: its command line names our config file.
-        return pid if os.fsencode(str(self.sshd_config)) in cmdline else None
+        # Only our sshd: its command line is ours, naming our config file
+        # (not, say, "tail -f" of it).
+        return pid if os.fsencode(f"{SSHD} -f {self.sshd_config} ") in _command_line(pid) else None
 
     def start(self, timeout: float = 10.0) -> "Sandbox":
         """Start sshd (it daemonizes) and wait until it accepts connections."""
@@ -198,6 +199,20 @@ class Sandbox:
             return self.log.read_text(errors="replace").count("Accepted publickey")
         except FileNotFoundError:
             return 0
+
+
+def _command_line(pid: int) -> bytes:
+    """The process's command line (b"" if gone), from ``ps`` (macOS and
+    Linux), or from ``/proc`` in a Linux container without ``ps``."""
+    try:
+        return subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, timeout=10).stdout
+    except FileNotFoundError:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            return b""
+    except (OSError, subprocess.TimeoutExpired):
+        return b""
 
 
 def write_sample_logdir(logdir: os.PathLike | str, runs: tuple[str, ...] = ("baseline", "wider"), steps: int = 50) -> Path:

@@ -22,6 +22,18 @@ from .errors import CommandTimeout, TbError
 QUICK_TIMEOUT = 10.0
 
 
+def require_multiplexing(platform: Optional[str] = None) -> None:
+    """Refuse native Windows (``sys.platform`` unless ``platform`` is given):
+    every step rides one OpenSSH ControlMaster, and Windows' own OpenSSH has
+    none. WSL is Linux, and its OpenSSH has one."""
+    if (platform or sys.platform) == "win32":
+        raise TbError(
+            "native Windows is not supported: its OpenSSH cannot share one connection "
+            "(no ControlMaster; Win32-OpenSSH issue #1328): run tensorboard-remote in WSL "
+            "(wsl --install, then pip install tensorboard-remote there)"
+        )
+
+
 def last_line(text: str) -> str:
     """The last non-blank line of ``text``, stripped ("" if none)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]

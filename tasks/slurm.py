@@ -194,7 +194,7 @@ def job_key(spec: str, via: str) -> str:
 
 def node_paths_of(jump_paths: Paths) -> Paths:
     """ssh mode: the node session's files, beside the login node's."""
-    return Paths(jump_paths.socket.with_name(jump_paths.socket.name + "n"))
+    return jump_paths.node
 
 
 # ---------------------------------------------------------- placements

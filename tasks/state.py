@@ -1,7 +1,8 @@
 """The files of a session on this machine, kept beside its control socket.
 
-For a socket ``<control_dir>/tb-<hash>`` (``%C`` expanded by ``ssh -G``) we
-keep ``tb-<hash>.json`` (the session's record: ``record.py`` says what is in
+For a socket ``<control_dir>/tb-<hash>`` (the first 20 hex digits of ``%C``,
+which ``ssh -G`` expands, and a suffix for a Slurm job's session) we keep
+``tb-<hash>.json`` (the session's record: ``record.py`` says what is in
 it), ``tb-<hash>.log`` (the master's stderr) and ``tb-<hash>.lock``
 (serialises tasks on one session). The directory is 0700 and the files 0600:
 they name hosts and paths of the user's. This module knows files, not what
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import sys
@@ -22,14 +22,31 @@ from typing import Iterator, Optional
 
 from .errors import TbError
 
-# sun_path holds 108 bytes on Linux and 104 on macOS, with the final NUL; a
-# master first binds "<path>.<16 random characters>" and then renames it.
-SOCKET_PATH_MAX = (107 if sys.platform.startswith("linux") else 103) - 17
+
+def socket_path_max(platform: str) -> int:
+    """The longest control path a master can bind on ``platform``: sun_path
+    holds 108 bytes on Linux and 104 on macOS (and the BSDs), with the final
+    NUL, and a master first binds "<path>.<16 random characters>"."""
+    return (107 if platform.startswith("linux") else 103) - 17
+
+
+SOCKET_PATH_MAX = socket_path_max(sys.platform)
+
+#: Hex digits of ``%C`` (40) that name a session: 80 bits tell hosts apart,
+#: and a ``--job`` node's socket under ``/Users/<16 characters>/.ssh/
+#: controlmasters`` stays within macOS's 86 bytes (the full 40 did not).
+NAME_DIGITS = 20
 
 
 @dataclass(frozen=True)
 class Paths:
     socket: Path
+
+    @property
+    def node(self) -> "Paths":
+        """ssh mode of a Slurm job: the node session's files, beside these
+        (the login node's master)."""
+        return Paths(self.socket.with_name(self.socket.name + "n"))
 
     @property
     def state(self) -> Path:
@@ -56,6 +73,27 @@ def control_dir(path: str) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise TbError(f"control directory {directory} is not writable")
     return directory
+
+
+def session_paths(expanded: Path, suffix: str = "") -> Paths:
+    """The files of a session, from the control path ``ssh -G`` expanded
+    for ``<dir>/tb-%C<suffix>``: ``tb-``, the first :data:`NAME_DIGITS` of
+    ``%C``, and ``suffix``. Earlier releases used all of ``%C``: a session
+    recorded under that name is found there (until ``tb.exit`` ends it),
+    never taken for "nothing"."""
+    name = expanded.name
+    if not (name.startswith("tb-") and name.endswith(suffix)):
+        raise TbError(f"ssh -G expanded the control path to an unexpected {expanded}")
+    digest = name[len("tb-"): len(name) - len(suffix)]
+    new = Paths(expanded.with_name(f"tb-{digest[:NAME_DIGITS]}{suffix}"))
+    old = Paths(expanded)
+    return old if old != new and not _in_use(new) and _in_use(old) else new
+
+
+def _in_use(paths: Paths) -> bool:
+    """Has a session of ours these files: a record or a socket, its own or
+    (ssh mode) its node's?"""
+    return any(path.exists() for p in (paths, paths.node) for path in (p.state, p.socket))
 
 
 def check_socket_path(socket: Path) -> None:
@@ -107,6 +145,8 @@ def locked(paths: Paths) -> Iterator[None]:
     then holds a lock nobody else can see: so after taking the lock, check
     that the file is still the one on disk, and take it again if not.
     """
+    import fcntl  # here, not at the top: Windows has none, and must still import us
+
     while True:
         fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -31,7 +31,7 @@ from .host import Host, MasterState
 from .progress import Reporter
 from .session import Session
 from .settings import DEFAULTS, Settings, resolve, settings, yes_no
-from .shell import Shell
+from .shell import Shell, require_multiplexing
 
 _COMMON_HELP = {
     "host": "Host as [user@]host[:port] or an ssh_config alias (default: fab -H, then tb.host).",
@@ -71,11 +71,13 @@ def _warn(line: str) -> None:
 
 def explained(body: Callable) -> Callable:
     """The one edge between our errors and invoke: a :class:`TbError`
-    becomes ``Exit`` with its one-line message and status 1."""
+    becomes ``Exit`` with its one-line message and status 1. Every task
+    first refuses a platform it cannot work on (native Windows)."""
 
     @functools.wraps(body)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
+            require_multiplexing()
             return body(*args, **kwargs)
         except TbError as error:
             raise Exit(f"tensorboard-remote: {error}", 1) from None
