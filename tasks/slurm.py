@@ -289,6 +289,7 @@ def _close_jump(host: Host, say: Callable[[str], None]) -> None:
         say(f"{jump.label}: closed the connection to the login node (ssh master pid {master.pid})")
     with contextlib.suppress(FileNotFoundError):
         jump.paths.log.unlink()
+    state.drop_lock(jump.paths)
 
 
 def _job_has_ended(host: Host, rec: Record) -> bool:

@@ -169,3 +169,26 @@ def locked(paths: Paths) -> Iterator[None]:
             with contextlib.suppress(FileNotFoundError):
                 paths.lock.unlink()
         os.close(fd)
+
+
+def drop_lock(paths: Paths) -> None:
+    """Remove the lock file of a session that is gone (no state file, no
+    socket), unless some task holds it now: it is taken without waiting
+    (a task that holds it may hold another lock we hold: never wait here)."""
+    import fcntl
+
+    try:
+        fd = os.open(paths.lock, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    try:
+        if not paths.state.exists() and not paths.socket.exists():
+            with contextlib.suppress(FileNotFoundError):
+                paths.lock.unlink()
+    finally:
+        os.close(fd)

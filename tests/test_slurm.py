@@ -265,4 +265,5 @@ def test_check_and_exit_without_job_on_the_login_host_cover_its_job_sessions(ses
     assert "nothing to stop" not in stopped.stdout and f"job {job}" in stopped.stdout
     assert all(wait_gone(pid, 15) for pid in pids)
     _nothing_recorded(session)
+    assert list(session.control_dir.iterdir()) == []  # no lock or log file either, the login node's included
     assert slurm.job_state(job) == "RUNNING"  # the job itself is left running
