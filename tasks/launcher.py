@@ -134,6 +134,69 @@ def read_token():
         return handle.read().strip() or None
 
 
+def server_class(run_dir, serve, host, port, token):
+    """TensorBoard's ``server_class``: its app (behind :func:`guard` with a
+    token) on a 0600 Unix socket or on TCP ``host:port``; ``<run dir>/endpoint``
+    written once it listens."""
+    from tensorboard import program, version
+    from werkzeug import serving
+
+    class QuietHandler(serving.WSGIRequestHandler):
+        """No line per request: the log would grow with every page view."""
+
+        def log_request(self, *args, **kwargs):
+            pass
+
+    def listen(wsgi_app):
+        """The werkzeug server, our endpoint line and TensorBoard's URL."""
+        if serve == "unix":
+            path = os.environ.get("TBR_SOCK") or os.path.join(run_dir, "tb.sock")
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            # connect() needs write permission: 0600 keeps other users out.
+            old = os.umask(0o177)
+            try:
+                server = serving.make_server("unix://" + path, 0, wsgi_app, threaded=True, request_handler=QuietHandler)
+            finally:
+                os.umask(old)
+            # TensorBoard wants a URL with an integer port.
+            return server, "unix " + path, "http://127.0.0.1:0/"
+        try:
+            server = serving.make_server(host, port, wsgi_app, threaded=True, request_handler=QuietHandler)
+        except OSError as error:
+            raise program.TensorBoardServerException(
+                "could not bind to port %d, it was already in use (%s)" % (port, error)
+            ) from error
+        actual = server.socket.getsockname()[1]
+        return server, "tcp %d" % actual, "http://%s:%d/" % (host, actual)
+
+    class Server(program.TensorBoardServer):
+        def __init__(self, wsgi_app, flags):
+            self._server, self._endpoint, self._url = listen(guard(wsgi_app, token) if token else wsgi_app)
+
+        def serve_forever(self):
+            final = os.path.join(run_dir, "endpoint")
+            with open(final + ".tmp", "w") as handle:
+                handle.write(self._endpoint + "\n")
+            os.replace(final + ".tmp", final)
+            # The same, for a reader on another machine (a Slurm step's
+            # output reaches the login node's log through srun).
+            sys.stdout.write("tensorboard-remote: endpoint %s\n" % self._endpoint)
+            sys.stdout.flush()
+            self._server.serve_forever()
+
+        def get_url(self):
+            return self._url
+
+        def print_serving_message(self):
+            sys.stderr.write("TensorBoard %s serving on %s\n" % (version.VERSION, self._endpoint))
+            sys.stderr.flush()
+
+    return Server
+
+
 def main(argv):
     run_dir = os.environ["TBR_DIR"]
     serve = os.environ.get("TBR_SERVE", "unix")
@@ -155,71 +218,12 @@ def main(argv):
     import tensorboard  # noqa: F401
     from tensorboard import main_lib
     from absl import app
-    from tensorboard import default, program, version
-    from werkzeug import serving
-
-    class QuietHandler(serving.WSGIRequestHandler):
-        """No line per request: the log would grow with every page view."""
-
-        def log_request(self, *args, **kwargs):
-            pass
-
-    class Server(program.TensorBoardServer):
-        def __init__(self, wsgi_app, flags):
-            if token:
-                wsgi_app = guard(wsgi_app, token)
-            if serve == "unix":
-                path = os.environ.get("TBR_SOCK") or os.path.join(run_dir, "tb.sock")
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-                # connect() needs write permission: 0600 keeps other users out.
-                old = os.umask(0o177)
-                try:
-                    self._server = serving.make_server(
-                        "unix://" + path, 0, wsgi_app, threaded=True, request_handler=QuietHandler
-                    )
-                finally:
-                    os.umask(old)
-                self._endpoint = "unix " + path
-                # TensorBoard wants a URL with an integer port.
-                self._url = "http://127.0.0.1:0/"
-            else:
-                try:
-                    self._server = serving.make_server(
-                        host, port, wsgi_app, threaded=True, request_handler=QuietHandler
-                    )
-                except OSError as error:
-                    raise program.TensorBoardServerException(
-                        "could not bind to port %d, it was already in use (%s)" % (port, error)
-                    ) from error
-                actual = self._server.socket.getsockname()[1]
-                self._endpoint = "tcp %d" % actual
-                self._url = "http://%s:%d/" % (host, actual)
-
-        def serve_forever(self):
-            final = os.path.join(run_dir, "endpoint")
-            with open(final + ".tmp", "w") as handle:
-                handle.write(self._endpoint + "\n")
-            os.replace(final + ".tmp", final)
-            # The same, for a reader on another machine (a Slurm step's
-            # output reaches the login node's log through srun).
-            sys.stdout.write("tensorboard-remote: endpoint %s\n" % self._endpoint)
-            sys.stdout.flush()
-            self._server.serve_forever()
-
-        def get_url(self):
-            return self._url
-
-        def print_serving_message(self):
-            sys.stderr.write(
-                "TensorBoard %s serving on %s\n" % (version.VERSION, self._endpoint)
-            )
-            sys.stderr.flush()
+    from tensorboard import default, program
 
     main_lib.global_init()
-    board = program.TensorBoard(plugins=default.get_plugins(), server_class=Server)
+    board = program.TensorBoard(
+        plugins=default.get_plugins(), server_class=server_class(run_dir, serve, host, port, token)
+    )
     app.run(board.main, argv=["tensorboard"] + list(argv), flags_parser=board.configure)
 
 

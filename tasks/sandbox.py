@@ -205,7 +205,8 @@ def _command_line(pid: int) -> bytes:
     """The process's command line (b"" if gone), from ``ps`` (macOS and
     Linux), or from ``/proc`` in a Linux container without ``ps``."""
     try:
-        return subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, timeout=10).stdout
+        # -ww: unlimited width (into a pipe, ps cuts lines at 80 columns).
+        return subprocess.run(["ps", "-ww", "-p", str(pid), "-o", "command="], capture_output=True, timeout=10).stdout
     except FileNotFoundError:
         try:
             return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
