@@ -5,6 +5,9 @@ A tmux pane is the terminal; the host is an sshd that takes passwords,
 reached as an ordinary user with a known password and no usable key (the
 ssh_config turns public keys off, the host key stays pinned and strict).
 TensorBoard is the cluster venv's, readable by that user (``activate``).
+Two tests give the same host an ssh_config of their own: one with an empty
+known_hosts and ``StrictHostKeyChecking ask`` (the host-key question), one
+with a passphrase-protected key and no agent (the key's passphrase).
 """
 
 from __future__ import annotations
@@ -30,12 +33,34 @@ from .slurm_fixtures import Session as ClusterUser, _cluster_tensorboard, _logdi
 
 PW_USER = "tbr-pw"
 PASSWORD = "Correct-Horse-7"
+PASSPHRASE = "Staple-Battery-9"
 #: The frames of rich's "dots" spinner.
 SPINNER = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("tmux"), reason="needs root (a user with a password) and tmux"
 )
+
+
+#: The ssh_config lines for a login by password only.
+BY_PASSWORD = ("PubkeyAuthentication no", "PreferredAuthentications password", "NumberOfPasswordPrompts 1")
+
+
+def pwhost_config(path: Path, box: Sandbox, known_hosts: Path, checking: str, *login: str) -> Path:
+    """An ssh_config naming the password host ``pwhost``: its known_hosts,
+    StrictHostKeyChecking and the ``login`` lines (how to authenticate)."""
+    lines = [
+        "Host pwhost",
+        "  HostName 127.0.0.1",
+        f"  Port {box.port}",
+        f"  User {PW_USER}",
+        f"  UserKnownHostsFile {known_hosts}",
+        "  GlobalKnownHostsFile /dev/null",
+        f"  StrictHostKeyChecking {checking}",
+        *(f"  {line}" for line in login),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -45,25 +70,9 @@ def password_host(nothing_left_behind):
     venv = _cluster_tensorboard()
     # sshd and the user read this directory: not under pytest's 0700 base.
     root = Path(tempfile.mkdtemp(prefix="tbr-pw-", dir="/tmp"))
+    root.chmod(0o755)  # mkdtemp's is 0700: sshd reads authorized_keys as the user
     box = Sandbox(root / "sshd", alias="pwhost", user=PW_USER).create(extra_sshd="PasswordAuthentication yes").start()
-    config = root / "password_ssh_config"
-    config.write_text(
-        "\n".join(
-            [
-                "Host pwhost",
-                "  HostName 127.0.0.1",
-                f"  Port {box.port}",
-                f"  User {PW_USER}",
-                f"  UserKnownHostsFile {box.dir / 'known_hosts'}",
-                "  GlobalKnownHostsFile /dev/null",
-                "  StrictHostKeyChecking yes",
-                "  PubkeyAuthentication no",
-                "  PreferredAuthentications password",
-                "  NumberOfPasswordPrompts 1",
-            ]
-        )
-        + "\n"
-    )
+    config = pwhost_config(root / "password_ssh_config", box, box.dir / "known_hosts", "yes", *BY_PASSWORD)
     logdir = _logdir_of(user)
     yield {"box": box, "config": config, "logdir": logdir, "activate": f"source {venv}/bin/activate"}
     box.stop()
@@ -79,6 +88,12 @@ class PasswordUser(ClusterUser):
     def __init__(self, host: dict, control_dir: Path, tmp_path: Path) -> None:
         super().__init__(host, control_dir, tmp_path)
         self.local_port = free_port()
+        #: The password host's own, unless a test gives one of its own.
+        self.config = host["config"]
+
+    @property
+    def ssh_config(self) -> str:
+        return str(self.config)
 
     def settings(self) -> dict[str, str]:
         return {**super().settings(), "LOCAL_PORT": str(self.local_port)}
@@ -161,25 +176,84 @@ def terminal(tmp_path):
         shutil.rmtree(pane.socket.parent, ignore_errors=True)
 
 
-@pytest.mark.parametrize("cli", ["fab", "invoke", "tensorboard-remote"])
-def test_the_password_prompt_stays_visible_on_a_terminal_and_typing_it_starts_tensorboard(user, terminal, cli):
-    pane = terminal(*user.start_argv(cli))
-    pane.wait_for(r"password:")
-    # Several spinner frames later the prompt is still there, alone on the
-    # last line: no redraw erased it.
+def shows_the_prompt(pane: Pane, prompt: str) -> str:
+    """Wait for ssh's ``prompt``; several spinner frames later it is still
+    there, alone on the last line, with no spinner frame anywhere (no redraw
+    erased it). The screen."""
+    pane.wait_for(re.escape(prompt))
     time.sleep(0.5)
     screen = pane.screen()
     lines = [line for line in screen.splitlines() if line.strip()]
-    assert lines[-1].endswith(f"{PW_USER}@127.0.0.1's password:"), screen
+    assert lines[-1].rstrip().endswith(prompt.rstrip()), screen
     assert not SPINNER & set(screen), screen
     assert "pwhost: connecting (ssh may ask for a password or a code)" in screen
-    pane.type(PASSWORD)
+    return screen
+
+
+def goes_on_to_tensorboard(pane: Pane, user: PasswordUser) -> None:
+    """The start ends with the URL and status 0; the page answers; tb.exit
+    (no terminal: it rides the master) stops it."""
     url = pane.wait_for(r"TensorBoard ready at (http://127\.0\.0\.1:\d+/\S+/)").group(1)
     assert pane.wait_for(r"tbr-exit=(\d+)").group(1) == "0", pane.screen()
     assert "opened the tunnel" in pane.screen()
     assert http_json(url + "data/logdir")["logdir"] == str(user.cluster["logdir"])
     stopped = user.invoke("tb.exit")
     assert stopped.returncode == 0 and "stopped TensorBoard" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+@pytest.mark.parametrize("cli", ["fab", "invoke", "tensorboard-remote"])
+def test_the_password_prompt_stays_visible_on_a_terminal_and_typing_it_starts_tensorboard(user, terminal, cli):
+    pane = terminal(*user.start_argv(cli))
+    shows_the_prompt(pane, f"{PW_USER}@127.0.0.1's password:")
+    pane.type(PASSWORD)
+    goes_on_to_tensorboard(pane, user)
+
+
+def test_the_host_key_question_stays_visible_and_yes_then_the_password_starts_tensorboard(user, terminal, tmp_path):
+    box = user.cluster["box"]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.touch()
+    user.config = pwhost_config(tmp_path / "ssh_config", box, known_hosts, "ask", *BY_PASSWORD)
+    pane = terminal(*user.start_argv("fab"))
+    screen = shows_the_prompt(pane, "Are you sure you want to continue connecting (yes/no/[fingerprint])?")
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(box.dir / "host_ed25519.pub")], check=True, capture_output=True, text=True
+    ).stdout.split()[1]
+    assert f"ED25519 key fingerprint is {fingerprint}." in screen, screen
+    pane.type("yes")
+    shows_the_prompt(pane, f"{PW_USER}@127.0.0.1's password:")
+    pane.type(PASSWORD)
+    goes_on_to_tensorboard(pane, user)
+    # What was written is the sandbox's own host key, for its address only.
+    written = [line.split() for line in known_hosts.read_text().splitlines() if line.strip()]
+    host_key = (box.dir / "host_ed25519.pub").read_text().split()[:2]
+    assert written == [[f"[127.0.0.1]:{box.port}", *host_key]], known_hosts.read_text()
+
+
+@pytest.fixture
+def passphrase_key(password_host, tmp_path):
+    """A client key under a passphrase, authorized for the password user
+    (the password host's sshd takes keys too) while the test runs."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE, "-f", str(key)], check=True)
+    authorized = password_host["box"].dir / "authorized_keys"
+    before = authorized.read_text()
+    authorized.write_text(before + (tmp_path / "id_ed25519.pub").read_text())
+    yield key
+    authorized.write_text(before)
+
+
+
+def test_the_key_passphrase_prompt_stays_visible_and_typing_it_starts_tensorboard(user, terminal, tmp_path, passphrase_key):
+    box = user.cluster["box"]
+    login = (f"IdentityFile {passphrase_key}", "IdentitiesOnly yes", "PreferredAuthentications publickey", "AddKeysToAgent no")
+    user.config = pwhost_config(tmp_path / "ssh_config", box, box.dir / "known_hosts", "yes", *login)
+    argv, env = user.start_argv("fab")
+    assert "SSH_AUTH_SOCK" not in env  # no agent could answer for the key
+    pane = terminal(argv, env)
+    shows_the_prompt(pane, f"Enter passphrase for key '{passphrase_key}':")
+    pane.type(PASSPHRASE)
+    goes_on_to_tensorboard(pane, user)
 
 
 def test_without_a_terminal_the_password_host_fails_at_once_and_nothing_waits_on_a_prompt(user):
