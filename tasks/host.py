@@ -212,8 +212,7 @@ class Host:
         says "connect failed"; one that forbids it says "administratively
         prohibited" before trying."""
         mark = self.log_size()
-        with contextlib.suppress(CommandTimeout):
-            self.shell.run(sshargv.link_probe_argv(self.target, self.socket), timeout=HUNG_AFTER, what="ssh -W")
+        self.link_answers()
         deadline = time.monotonic() + 0.5
         while True:
             said = self.log_since(mark)

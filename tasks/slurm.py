@@ -176,7 +176,7 @@ def find_job(host: Host, spec: str, report: Reporter) -> Job:
 def _refuse_same_job(paths: Paths, job: Job, where: str) -> None:
     """One session per job: ``--job train`` and ``--job 123`` may be one job."""
     for other, rec in record.all_records(paths.socket.parent):
-        if other in (paths, node_paths_of(paths)) or rec.job is None or rec.job.id != job.id:
+        if other in (paths, paths.node) or rec.job is None or rec.job.id != job.id:
             continue
         if login_of(rec.target) == where:
             raise TbError(
@@ -190,11 +190,6 @@ def job_key(spec: str, via: str) -> str:
     of reaching its node: a job name may hold characters ssh would expand in
     a ControlPath, so use a hash."""
     return "-j" + hashlib.sha256(f"{via}\0{spec}".encode()).hexdigest()[:8]
-
-
-def node_paths_of(jump_paths: Paths) -> Paths:
-    """ssh mode: the node session's files, beside the login node's."""
-    return jump_paths.node
 
 
 # ---------------------------------------------------------- placements
@@ -314,7 +309,7 @@ def job_session(shell: Shell, login: Target, control_dir: str, spec: str) -> tup
     """The host and placement of the session for ``spec`` on ``login``: the
     compute node's (ssh mode), else the login node's own (srun mode)."""
     spec = check_job(spec)
-    node_paths = node_paths_of(Host.locate(shell, login, control_dir, job_key(spec, "ssh")).paths)
+    node_paths = Host.locate(shell, login, control_dir, job_key(spec, "ssh")).paths.node
     rec = record.load(node_paths)
     if rec is not None:
         return Host(shell, rec.target.with_batch(login.batch), node_paths), placement_of(rec)
@@ -338,7 +333,7 @@ def start_job(shell: Shell, login: Target, settings: Settings, report: Reporter,
     via, other = settings.slurm_via, {"srun": "ssh", "ssh": "srun"}[settings.slurm_via]
     host = Host.locate(shell, login, settings.control_dir, job_key(spec, via))
     elsewhere = Host.locate(shell, login, settings.control_dir, job_key(spec, other)).paths
-    if record.load(elsewhere) or record.load(node_paths_of(elsewhere)):
+    if record.load(elsewhere) or record.load(elsewhere.node):
         raise TbError(
             f"job {spec} on {login.label} already has a tb session through {other}: "
             f"run tb.exit --job {spec} first, or start it with --slurm-via {other}"
@@ -353,7 +348,7 @@ def _start_via_ssh(jump: Host, settings: Settings, report: Reporter, spec: str) 
     """ssh mode: a master on the login node (the jump), one on the node
     through it (ProxyCommand rides the jump: no second login there), and the
     usual start on the node: a Unix socket, the data server in a namespace."""
-    node_paths = node_paths_of(jump.paths)
+    node_paths = jump.paths.node
     state.check_socket_path(node_paths.socket)
     label = f"{jump.label} (job {spec})"
     with state.locked(jump.paths):

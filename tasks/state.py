@@ -165,9 +165,7 @@ def locked(paths: Paths) -> Iterator[None]:
     try:
         yield
     finally:
-        if not paths.state.exists() and not paths.socket.exists():
-            with contextlib.suppress(FileNotFoundError):
-                paths.lock.unlink()
+        _unlink_lock_if_gone(paths)
         os.close(fd)
 
 
@@ -187,8 +185,14 @@ def drop_lock(paths: Paths) -> None:
         os.close(fd)
         return
     try:
-        if not paths.state.exists() and not paths.socket.exists():
-            with contextlib.suppress(FileNotFoundError):
-                paths.lock.unlink()
+        _unlink_lock_if_gone(paths)
     finally:
         os.close(fd)
+
+
+def _unlink_lock_if_gone(paths: Paths) -> None:
+    """With the lock held: remove its file if the session is gone (no state
+    file, no socket)."""
+    if not paths.state.exists() and not paths.socket.exists():
+        with contextlib.suppress(FileNotFoundError):
+            paths.lock.unlink()

@@ -8,7 +8,7 @@ import pytest
 from tensorboard_remote import state
 from tensorboard_remote.errors import TbError
 from tensorboard_remote.shell import require_multiplexing
-from tensorboard_remote.slurm import job_key, node_paths_of
+from tensorboard_remote.slurm import job_key
 
 #: The default control directory of a macOS user with a 16-character name.
 MAC_DIR = Path("/Users/abcdefghijklmnop/.ssh/controlmasters")
@@ -27,7 +27,7 @@ def sockets(directory: Path) -> dict[str, Path]:
     return {
         "plain": state.session_paths(expanded(directory)).socket,
         "srun job": state.session_paths(expanded(directory, srun), srun).socket,
-        "ssh job's node": node_paths_of(state.session_paths(expanded(directory, ssh), ssh)).socket,
+        "ssh job's node": state.session_paths(expanded(directory, ssh), ssh).node.socket,
     }
 
 
