@@ -30,3 +30,20 @@ class StreamLocalRefused(TbError):
 
 class ForwardingForbidden(TbError):
     """The server forbids TCP forwarding: no tunnel can reach TensorBoard."""
+
+
+class LoginNeeded(TbError):
+    """The host wants a person to log in (a password, a second factor, a key
+    passphrase with no agent): a watcher never prompts, it waits for tb.start."""
+
+
+class HostKeyRefused(TbError):
+    """The host's key is unknown or has changed: never accepted unseen."""
+
+
+class JobEnded(TbError):
+    """The Slurm job the session belongs to is no longer running."""
+
+
+class Cancelled(TbError):
+    """A command was cancelled (the session is being stopped)."""

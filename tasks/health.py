@@ -4,7 +4,9 @@ proves, and the typed result ``tb.check`` and ``tb.list`` report."""
 from __future__ import annotations
 
 import http.client
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from enum import Enum
@@ -32,8 +34,51 @@ class Probe:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def probe(url: str, timeout: float = 3.0) -> Probe:
-    """Does TensorBoard answer ``GET <url>data/logdir``?"""
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP to a Unix socket: the relay socket a watched session's master
+    forwards (the local port is the watcher's, which answers 503 while it
+    reconnects)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("127.0.0.1", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _probe_unix(url: str, path: str, timeout: float) -> Probe:
+    parts = urllib.parse.urlsplit(url + "data/logdir")
+    connection = _UnixConnection(path, timeout)
+    try:
+        connection.request("GET", parts.path, headers={"Host": parts.netloc})
+        response = connection.getresponse()
+        body = response.read(4096)
+        if response.status == 200 and b"logdir" in body:
+            return Probe(True, "ok")
+        return Probe(False, f"HTTP {response.status}")
+    except socket.timeout:
+        return Probe(False, "timed out")
+    except (OSError, http.client.HTTPException) as error:
+        # The master closes a connection whose channel was refused at once,
+        # with no answer: TensorBoard is not there (or a live link refuses).
+        return Probe(False, str(error) or type(error).__name__)
+    finally:
+        connection.close()
+
+
+def probe(url: str, timeout: float = 3.0, via: Optional[str] = None) -> Probe:
+    """Does TensorBoard answer ``GET <url>data/logdir``? With ``via`` (a Unix
+    socket path), ask through that socket instead of the URL's port."""
+    if via is not None:
+        return _probe_unix(url, via, timeout)
     try:
         with _DIRECT.open(url + "data/logdir", timeout=timeout) as response:
             body = response.read(4096)
@@ -68,7 +113,7 @@ def answer(rec: Optional[Record], check=None) -> Answer:
     """Probe ``rec``'s forward once (``check``: the probe, for tests)."""
     if rec is None or not rec.forward or not rec.url:
         return Answer.UNPROVEN
-    result = (check or probe)(rec.url, timeout=HUNG_AFTER)
+    result = (check or probe)(rec.url, timeout=HUNG_AFTER, via=rec.relay)
     if result.ok and (rec.token or str(rec.endpoint or "").startswith("unix ")):
         return Answer.PROVEN
     return Answer.HUNG if result.timed_out else Answer.UNPROVEN
@@ -86,6 +131,12 @@ class Status(Enum):
     NOT_RUNNING = "not-running"
     NO_FORWARD = "no-forward"
     PAGE_SILENT = "page-silent"
+    # A watched session (the watcher's phase, when it is not serving):
+    NO_WATCHER = "no-watcher"
+    RECONNECTING = "reconnecting"
+    NEEDS_LOGIN = "needs-login"
+    HOST_KEY_REFUSED = "host-key-refused"
+    JOB_ENDED = "job-ended"
 
 
 @dataclass(frozen=True)
@@ -93,6 +144,8 @@ class Health:
     status: Status
     label: str
     detail: str  # what a person reads after "LABEL: "
+    #: A watched session's watcher, as it says (``tb.list --json``).
+    watcher: Optional[dict] = None
 
     @property
     def ok(self) -> bool:

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Optional
 
 from . import remote, sshargv, state
-from .errors import CommandTimeout, RemoteFailed, TbError
+from .errors import CommandTimeout, HostKeyRefused, LoginNeeded, RemoteFailed, TbError
 from .shell import Shell, last_line
 from .sshargv import Target
 from .state import Paths
@@ -58,6 +58,16 @@ def ssh_failure(text: str) -> str:
             if key in line:
                 return line
     return lines[-1] if lines else "ssh exited without a message"
+
+
+def login_error(line: str) -> type[TbError]:
+    """Which error an ssh failure line is: a host key never accepted unseen,
+    a login that wants a person (a BatchMode ssh cannot ask), or another."""
+    if "Host key verification failed" in line or "IDENTIFICATION HAS CHANGED" in line:
+        return HostKeyRefused
+    if "Permission denied" in line or "Too many authentication failures" in line:
+        return LoginNeeded
+    return TbError
 
 
 class MasterState(Enum):
@@ -157,7 +167,8 @@ class Host:
         if not outcome.ok:
             self.clear_stale()
             log.unlink(missing_ok=True)  # its words are in the error
-            raise TbError(f"cannot connect to {self.label}: {ssh_failure(text)}")
+            why = ssh_failure(text)
+            raise login_error(why)(f"cannot connect to {self.label}: {why}")
         master = self.master()
         if master.state is not MasterState.UP:
             raise TbError(f"ssh master for {self.label} exited at once: {ssh_failure(text)}")

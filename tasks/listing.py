@@ -22,6 +22,7 @@ def row(session: Session) -> dict[str, Any]:
         "healthy": health.ok,
         "status": health.detail,
         "health": health.status.value,
+        "watcher": health.watcher,
     }
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .progress import Reporter
     from .record import JobRef, Record
     from .settings import Settings
+    from .sshargv import Target
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class Placement:
     def serve(self, settings: "Settings") -> str:
         """How a new session serves: the setting, unless the placement needs TCP."""
         return settings.serve
+
+    def entry(self, host: "Host") -> tuple["Target", Optional[str]]:
+        """How ``tb.start`` reaches this session again (the host it was given,
+        and ``--job``): what a watcher repairs it with."""
+        return host.target, None
 
     def find(self, host: "Host", report: "Reporter") -> Optional["JobRef"]:
         """After the master is up: the job to record (None: no job)."""

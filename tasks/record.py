@@ -25,8 +25,10 @@ from .sshargv import Target
 from .state import Paths
 
 #: The record format this version writes. 1: the first release's (no
-#: ``schema`` key); 2: the same keys, typed, with ``schema``.
-SCHEMA = 2
+#: ``schema`` key); 2: the same keys, typed, with ``schema``; 3: a watcher
+#: owns the local port (``relay``, ``watcher``): a release before it must
+#: not take the session for its own.
+SCHEMA = 3
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,16 @@ class JobRef:
     node: str  # the node TensorBoard runs on (the job's first)
     addr: str  # its NodeAddr, or the node name when Slurm gives none usable
     via: str  # "srun" (a step of the job) or "ssh" (the node's sshd)
+
+
+@dataclass(frozen=True)
+class WatcherRef:
+    """The session's watcher process here (``resident.py``): its pid and
+    what identifies that process (its start time and boot), so a reused pid
+    is never taken for it."""
+
+    pid: int
+    since: str
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,10 @@ class Record:
     isolation: Optional[str] = None  # the data server's: netns, off or shared
     fallback: bool = False  # TCP because the server refused Unix-socket forwarding
     job: Optional[JobRef] = None
+    #: With a watcher: the Unix socket here that the master forwards to
+    #: TensorBoard (the watcher owns the local port and relays to it).
+    relay: Optional[str] = None
+    watcher: Optional[WatcherRef] = None
 
     @property
     def rundir(self) -> str:
@@ -103,6 +119,8 @@ class Record:
             values["target"] = Target.from_dict(data["target"])
             if data.get("job"):
                 values["job"] = JobRef(**{f.name: str(data["job"][f.name]) for f in dataclasses.fields(JobRef)})
+            if data.get("watcher"):
+                values["watcher"] = WatcherRef(pid=int(data["watcher"]["pid"]), since=str(data["watcher"]["since"]))
             record = cls(**values)
             _check_types(record)
         except (KeyError, TypeError, ValueError) as error:
@@ -114,6 +132,8 @@ def _check_types(record: Record) -> None:
     for name in ("sid", "serve", "logdir", "remote_dir", "socket"):
         if not isinstance(getattr(record, name), str):
             raise TypeError(f"{name} is not a string")
+    if record.relay is not None and not isinstance(record.relay, str):
+        raise TypeError("relay is not a string")
     for name in ("local_port", "master_pid", "remote_pid"):
         value = getattr(record, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):

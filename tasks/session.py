@@ -27,6 +27,7 @@ ours (pid, start time, uid and boot id) and starts one otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -34,7 +35,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, NoReturn, Optional
 
-from . import health, messages, ports, record, remote, sshargv, state
+import os
+import socket
+
+from . import health, messages, ports, record, remote, resident, sshargv, state
 from .errors import ForwardingForbidden, StreamLocalRefused, TbError
 from .health import Answer, Health, Status
 from .host import HUNG_AFTER, Host, Master, MasterState
@@ -50,6 +54,8 @@ Say = Callable[[str], None]
 LIVENESS_EVERY = 0.5
 #: Seconds between HTTP probes while waiting for the page.
 PROBE_EVERY = 0.05
+#: Seconds a start waits for a new watcher to answer, and to see the page.
+WATCHER_READY = 10.0
 
 
 class Tunnel(Enum):
@@ -116,6 +122,7 @@ def requested(settings: Settings) -> dict[str, Any]:
         "tensorboard_cmd": settings.tensorboard_cmd,
         "activate": settings.activate,
         "python": settings.python,
+        "reconnect": settings.reconnect,
     }
     if settings.serve == "tcp":
         wanted["remote_port"] = settings.remote_port
@@ -167,7 +174,33 @@ class Session:
             master = host.master()
             seen = health.answer(rec, self.probe) if master.state is MasterState.UP else Answer.UNPROVEN
             link = host.link_answers() if seen is Answer.HUNG else None
-            return self._carry_out(plan(master.state, rec, seen, link), rec, master, settings, report)
+            started = self._carry_out(plan(master.state, rec, seen, link), rec, master, settings, report)
+        # Outside the lock: a watcher that is reconnecting waits for it.
+        self._hand_over(started.record, report)
+        report.result(started.url, f"{self.label}: TensorBoard ready at {started.url}")
+        return started
+
+    def _hand_over(self, rec: Record, report: Reporter) -> None:
+        """A watched session: the watcher has seen the session serve, and
+        the URL answers through it (a watcher repairing its own session
+        skips this)."""
+        if not rec.relay or resident.is_self(rec.watcher):
+            return
+        deadline = time.monotonic() + WATCHER_READY
+        status = resident.ask(self.host.paths, "status")
+        while status is None and resident.alive(rec.watcher) and time.monotonic() < deadline:
+            time.sleep(PROBE_EVERY)
+            status = resident.ask(self.host.paths, "status")
+        if status is not None and status.get("phase") != "serving":
+            status = resident.ask(self.host.paths, "probe", timeout=WATCHER_READY)
+        if status is None:
+            raise TbError(f"{self.label}: the watcher (pid {rec.watcher.pid if rec.watcher else '?'}) does not answer: see {self.host.paths.watch_log}")
+        if status.get("phase") != "serving":
+            raise TbError(f"{self.label}: the watcher says {status.get('phase')}: {status.get('error') or 'see ' + str(self.host.paths.watch_log)}")
+        assert rec.url is not None
+        page = self.probe(rec.url)
+        if not page.ok:
+            raise TbError(f"{self.label}: {rec.url} does not answer through the watcher ({page.reason}): see {self.host.paths.watch_log}")
 
     def _carry_out(self, chosen: Plan, rec: Optional[Record], master: Master, settings: Settings, report: Reporter) -> Started:
         host, label, say = self.host, self.label, report.say
@@ -179,29 +212,83 @@ class Session:
         elif chosen.tunnel is Tunnel.RECONNECT:
             say(f"{label}: {messages.RECONNECTING}")
             host.drop(master.pid)
+        watched = settings.reconnect if rec is None else rec.relay is not None
+        watching = watched and rec is not None and resident.alive(rec.watcher)
         if chosen.board is Board.REUSE and rec is not None and rec.url:
+            if watched and not watching:
+                rec = self._restore_watcher(rec, settings, report)
             say(f"{label}: reusing the tunnel (ssh master pid {master.pid}) and TensorBoard (pid {rec.remote_pid})")
-            report.result(rec.url, f"{label}: TensorBoard ready at {rec.url}")
+            assert rec.url is not None
             return Started(rec, rec.url, reused=True)
         # Choose the local port before anything starts, so a busy port costs
-        # nothing; a live forward keeps its port.
-        if chosen.keep_port and rec is not None and rec.local_port:
+        # nothing; a live forward (or a live watcher) keeps its port.
+        listener: Optional[socket.socket] = None
+        if rec is not None and rec.local_port and (watching or (chosen.keep_port and not watched)):
             local_port = rec.local_port
+        elif watched:
+            listener = self._listen(rec, settings, say)
+            local_port = listener.getsockname()[1]
         else:
             local_port = ports.CLAIMS.pick(settings, label, say, ports.ours(host.paths))
-        master_pid = master.pid
-        if chosen.opens:
-            with report.login(f"{label}: connecting", prompts=host.may_prompt):
-                master_pid = host.open(settings.keepalive)
-            again = "re" if rec is not None and rec.remote_pid else ""
-            say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
-        job = self._find(rec, chosen, report)
-        rec = self._recorded(rec, settings, job, opened=chosen.opens, local_port=local_port, master_pid=master_pid)
-        record.save(host.paths, rec)
+        try:
+            master_pid = master.pid
+            if chosen.opens:
+                with report.login(f"{label}: connecting", prompts=host.may_prompt):
+                    master_pid = host.open(settings.keepalive)
+                again = "re" if rec is not None and rec.remote_pid else ""
+                say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
+            job = self._find(rec, chosen, report)
+            rec = self._recorded(rec, settings, job, opened=chosen.opens, local_port=local_port, master_pid=master_pid)
+            if watched:
+                rec = dataclasses.replace(rec, relay=str(host.paths.relay))
+            record.save(host.paths, rec)
+            if listener is not None:
+                rec = self._spawn_watcher(rec, listener, settings, report)
+                listener = None
+        finally:
+            if listener is not None:
+                listener.close()
         rec = _Launch(self, settings, report).run(rec, chosen.opens)
         assert rec.url is not None
-        report.result(rec.url, f"{label}: TensorBoard ready at {rec.url}")
         return Started(rec, rec.url, reused=False)
+
+    def _listen(self, rec: Optional[Record], settings: Settings, say: Say) -> socket.socket:
+        """Bind the local port a new watcher is to own: the session's own
+        port again if it has one (the same URL), else as the settings say."""
+        if rec is not None and rec.local_port:
+            try:
+                return resident.bind(rec.local_port)
+            except TbError:
+                if settings.local_port_explicit and settings.local_port == rec.local_port:
+                    raise
+        port = ports.CLAIMS.pick(settings, self.label, say, ports.ours(self.host.paths))
+        if rec is not None and rec.local_port and port != rec.local_port:
+            say(f"{self.label}: local port {rec.local_port} was taken meanwhile: the session moves to {port} (a new URL)")
+        return resident.bind(port)
+
+    def _spawn_watcher(self, rec: Record, listener: socket.socket, settings: Settings, report: Reporter) -> Record:
+        target, job = self.placement.entry(self.host)
+        spec = {
+            "label": self.label,
+            "target": target.to_dict(),
+            "job": job,
+            "settings": dataclasses.asdict(settings),
+        }
+        port = listener.getsockname()[1]
+        ref = resident.spawn(self.host.paths, listener, spec)
+        rec = dataclasses.replace(rec, watcher=ref)
+        record.save(self.host.paths, rec)
+        report.say(f"{self.label}: watcher pid {ref.pid} holds 127.0.0.1:{port} and reconnects by itself")
+        return rec
+
+    def _restore_watcher(self, rec: Record, settings: Settings, report: Reporter) -> Record:
+        """The watcher of a serving session is gone (killed): start another
+        on the same port; the master's forward is still in place."""
+        listener = self._listen(rec, settings, report.say)
+        rec = dataclasses.replace(rec, local_port=listener.getsockname()[1])
+        record.save(self.host.paths, rec)
+        report.say(f"{self.label}: the watcher was gone: restoring it")
+        return self._spawn_watcher(rec, listener, settings, report)
 
     def _find(self, rec: Optional[Record], chosen: Plan, report: Reporter) -> Optional[JobRef]:
         """The placement's look-up (a Slurm job's node); on failure, close
@@ -241,9 +328,53 @@ class Session:
     # ------------------------------------------------------------ check
 
     def check(self) -> Health:
-        """Is the tunnel up, TensorBoard running, and the page answering?"""
+        """Is the tunnel up, TensorBoard running, and the page answering?
+        With a watcher: and is it there, and what is it doing?"""
+        rec = record.load(self.host.paths)
+        seen = self._check_tunnel(rec)
+        if rec is None or not rec.relay:
+            return seen
+        return self._with_watcher(rec, seen)
+
+    def _with_watcher(self, rec: Record, seen: Health) -> Health:
+        """The watcher's part of ``tb.check``'s line, and its state first
+        when it is not serving."""
+        ref = rec.watcher
+        status = resident.ask(self.host.paths, "status") if resident.alive(ref) else None
+        if status is None:
+            who = f"the watcher (pid {ref.pid})" if ref else "the watcher"
+            what = "does not answer" if resident.alive(ref) else "is gone"
+            return Health(
+                Status.NO_WATCHER, self.label,
+                f"{who} {what}: nothing serves 127.0.0.1:{rec.local_port}; tb.start restores it with the same URL; "
+                f"the rest: {seen.detail}",
+                watcher=None,
+            )
+        phase = str(status.get("phase"))
+        line = f"watcher={status.get('pid')} {phase} reconnects={status.get('reconnects', 0)}"
+        if status.get("last_outage"):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(status["last_outage"])))
+            line += f" last-outage={when} ({status.get('last_outage_seconds')}s)"
+        waiting = {
+            "reconnecting": Status.RECONNECTING, "needs-login": Status.NEEDS_LOGIN,
+            "host-key-refused": Status.HOST_KEY_REFUSED, "job-ended": Status.JOB_ENDED,
+        }
+        if phase in waiting:
+            since = status.get("outage_since")
+            lost = time.strftime(" since %H:%M:%S", time.localtime(float(since))) if since else ""
+            said = {
+                "reconnecting": f"reconnecting by itself (attempt {status.get('attempt')}{lost}; last try: {status.get('error') or '-'})",
+                "needs-login": f"{self.label} needs you to log in again{lost}: run tb.start (it logs in once; the URL stays the same)",
+                "host-key-refused": f"{status.get('error')}: stopped reconnecting; fix known_hosts, then tb.start",
+                "job-ended": f"{status.get('error')}: stopped reconnecting; tb.exit cleans up",
+            }[phase]
+            return Health(waiting[phase], self.label, f"{said}; {line}; the rest: {seen.detail}", watcher=status)
+        return dataclasses.replace(seen, detail=f"{seen.detail} {line}", watcher=status)
+
+    def _check_tunnel(self, rec: Optional[Record]) -> Health:
+        """Master, link, remote TensorBoard and page (the probe goes through
+        the relay socket of a watched session: the master's forward)."""
         host, label = self.host, self.label
-        rec = record.load(host.paths)
         master = host.master()
 
         def unwell(status: Status, detail: str) -> Health:
@@ -273,7 +404,7 @@ class Session:
             return unwell(Status.NOT_RUNNING, self.placement.not_running(label, rec))
         if not rec.url:
             return unwell(Status.NO_FORWARD, f"TensorBoard pid {reply.detail} is running but no forward was set up; tb.start completes it")
-        page = self.probe(rec.url)
+        page = self.probe(rec.url, via=rec.relay)
         if not page.ok:
             return unwell(Status.PAGE_SILENT, f"TensorBoard pid {reply.detail} is running but {rec.url} is not answering ({page.reason})")
         return self._healthy(rec, master.pid, int(reply.detail))
@@ -286,6 +417,11 @@ class Session:
     def stop(self, say: Say) -> None:
         """Close the tunnel and stop only the TensorBoard we started."""
         host, label = self.host, self.label
+        # The watcher first, outside the lock: a reconnect in flight holds
+        # it, and is cancelled by this.
+        first = record.load(host.paths)
+        if first is not None and first.relay and resident.stop(host.paths, first.watcher):
+            say(f"{label}: stopped the watcher (pid {first.watcher.pid if first.watcher else '?'}); 127.0.0.1:{first.local_port} is closed")
         with state.locked(host.paths):
             rec = record.load(host.paths)
             master = host.master()
@@ -411,11 +547,14 @@ class _Launch:
     def _forward(self, rec: Record, launch: Launch, reused: bool) -> Record:
         """Point the master's forward at where TensorBoard listens."""
         assert rec.local_port is not None and rec.endpoint is not None
-        spec = sshargv.forward_spec(rec.local_port, rec.endpoint, launch.forward_host)
+        spec = sshargv.forward_spec(rec.relay or rec.local_port, rec.endpoint, launch.forward_host)
         if spec != rec.forward:
             self.report.phase(f"{self.label}: opening the tunnel")
             if rec.forward:
                 self.host.cancel(rec.forward)
+            if rec.relay:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(rec.relay)  # left by a lost master; ours, in our 0700 directory
             try:
                 self.host.forward(spec, rec.local_port)
             except TbError:
@@ -469,7 +608,7 @@ class _Launch:
         mark = self.host.log_size()
         next_liveness = time.monotonic() + LIVENESS_EVERY
         while True:
-            page = self.session.probe(rec.url)
+            page = self.session.probe(rec.url, via=rec.relay)
             if page.ok:
                 return
             if "open failed" in self.host.log_since(mark):
@@ -504,11 +643,17 @@ class _Launch:
         raise TbError(message)
 
     def _discard(self, rec: Record) -> None:
-        """After a failed start: leave nothing of ours running or recorded."""
+        """After a failed start: leave nothing of ours running or recorded
+        (a watcher repairing its session keeps the record, says why, and
+        tries again)."""
         try:
             self.host.run(remote.stop_script(rec.rundir))
         except TbError:
             pass
+        if resident.is_self(rec.watcher):
+            return
+        if rec.watcher is not None:
+            resident.stop(self.host.paths, rec.watcher)
         if self.host.master().state is MasterState.UP:
             self.host.close()
         state.remove(self.host.paths, socket=True)

@@ -91,6 +91,11 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": _EnvNumber(10),
     # Seconds between ssh keepalives; the master ends after 3 unanswered.
     "keepalive": _EnvNumber(15),
+    # "yes": a small watcher process per session owns the local port and
+    # reconnects by itself after sleep, roaming or a lost master (never
+    # prompting); "no": nothing resident but the ssh master, which then
+    # holds the port itself, and tb.start reconnects.
+    "reconnect": "yes",
 }
 
 
@@ -113,6 +118,7 @@ class Settings:
     keepalive: int
     slurm_via: str = "srun"
     python: str = ""
+    reconnect: bool = True
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -238,5 +244,6 @@ def settings(config: Any, **flags: Any) -> Settings:
         keepalive=int(seconds(get("keepalive"), "keepalive")) or 1,
         slurm_via=choice(get("slurm_via"), "slurm_via", ("srun", "ssh")),
         python=text(get("python"), "python", allow_empty=True).strip(),
+        reconnect=yes_no(get("reconnect"), "reconnect"),
         local_port_explicit=local_port_explicit,
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import CommandTimeout, TbError
+from .errors import Cancelled, CommandTimeout, TbError
 
 #: Default seconds for an ssh call that rides a live master or only talks
 #: to it (the ``command_timeout`` setting).
@@ -67,6 +68,41 @@ class Shell:
         self.verbose = verbose
         #: Timeout of steps that should be quick (a stale socket can hang ssh).
         self.quick = quick
+        # The commands running now, for cancel() (a watcher being stopped).
+        self._running: set[subprocess.Popen] = set()
+        self._guard = threading.Lock()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Kill every command running now, and refuse new ones (the session
+        is being stopped while a reconnect is in flight)."""
+        with self._guard:
+            self._cancelled = True
+            running = list(self._running)
+        for proc in running:
+            proc.kill()
+
+    def _spawn(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        with self._guard:
+            if self._cancelled:
+                raise Cancelled("cancelled: the session is being stopped")
+            proc = subprocess.Popen(argv, **kwargs)
+            self._running.add(proc)
+        return proc
+
+    def _finish(self, proc: subprocess.Popen, stdin: Optional[str], timeout: float, what: str) -> tuple[str, str]:
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise CommandTimeout(f"{what} did not finish within {timeout:g}s") from None
+        finally:
+            with self._guard:
+                self._running.discard(proc)
+        if self._cancelled:
+            raise Cancelled("cancelled: the session is being stopped")
+        return out or "", err or ""
 
     def _show(self, argv: list[str], log: Optional[Path] = None) -> None:
         if self.verbose:
@@ -88,23 +124,16 @@ class Shell:
         try:
             if log is not None:
                 with open(log, "ab") as err:
-                    completed = subprocess.run(
-                        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                        stderr=err, timeout=timeout,
-                    )
-                return Outcome(completed.returncode)
-            completed = subprocess.run(
-                argv,
-                input=stdin if stdin is not None else "",
-                capture_output=True,
-                text=True,
-                timeout=timeout,
+                    proc = self._spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                self._finish(proc, None, timeout, what)
+                return Outcome(proc.returncode)
+            proc = self._spawn(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
-        except subprocess.TimeoutExpired:
-            raise CommandTimeout(f"{what} did not finish within {timeout:g}s") from None
+            out, err_text = self._finish(proc, stdin if stdin is not None else "", timeout, what)
         except FileNotFoundError:
             raise TbError(f"{argv[0]!r} not found: install the OpenSSH client") from None
-        return Outcome(completed.returncode, completed.stdout, completed.stderr)
+        return Outcome(proc.returncode, out, err_text)
 
     def stream(self, argv: list[str], *, stdin: str, timeout: Optional[float], what: str = "ssh") -> int:
         """Run ``argv`` with its output going straight to ours; its exit

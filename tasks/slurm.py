@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import health, record, remote, sshargv, state
-from .errors import TbError
+from .errors import JobEnded, TbError
 from .health import Answer
 from .host import Host, Master, MasterState, resolve
 from .messages import RECONNECTING, isolation
@@ -92,8 +92,8 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
     by_id = bool(_JOB_ID.fullmatch(spec))
     if not jobs:
         if by_id:
-            raise TbError(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
-        raise TbError(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
+            raise JobEnded(f"job {spec} is not in Slurm's queue on {where}: it has ended or never existed")
+        raise JobEnded(f"no job named {spec!r} of yours ({me}) is in Slurm's queue on {where}")
     if by_id:
         others = sorted({job.owner for job in jobs if job.owner != me})
         if others:
@@ -118,7 +118,7 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
             f"run tb.start --job {spec} again once squeue shows it RUNNING"
         )
     if job.state in _ENDED or job.state == "COMPLETING":
-        raise TbError(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")
+        raise JobEnded(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")
     raise TbError(f"job {job.id} is {job.state.lower()}, not running: cannot start TensorBoard on its node")
 
 
@@ -206,6 +206,9 @@ class SrunStep(Placement):
     def serve(self, settings: Settings) -> str:
         return "tcp"
 
+    def entry(self, host: Host) -> tuple[Target, Optional[str]]:
+        return dataclasses.replace(host.target, tag=None), self.spec
+
     def find(self, host: Host, report: Reporter) -> JobRef:
         job = find_job(host, self.spec, report)
         return JobRef(spec=self.spec, id=job.id, node=job.node, addr=job.addr, via="srun")
@@ -242,6 +245,10 @@ class NodeViaLogin(Placement):
 
     def __init__(self, job: JobRef) -> None:
         self.job = job
+
+    def entry(self, host: Host) -> tuple[Target, Optional[str]]:
+        assert host.target.jump is not None
+        return host.target.jump, self.job.spec
 
     def find(self, host: Host, report: Reporter) -> JobRef:
         return self.job

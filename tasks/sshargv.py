@@ -224,6 +224,10 @@ def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[s
         # Forwards from the user's ssh_config (LocalForward...) are not ours.
         "-o",
         "ClearAllForwardings=yes",
+        # A forward to our relay socket replaces the file a lost master left
+        # (the control directory is ours and 0700).
+        "-o",
+        "StreamLocalBindUnlink=yes",
         "--",
         target.host,
     ]
@@ -232,8 +236,10 @@ def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[s
 _ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
-def forward_spec(local_port: int, endpoint: str, remote_host: str = "127.0.0.1") -> str:
-    """``-L`` spec: always bind 127.0.0.1 here, never an address others reach.
+def forward_spec(local: "int | str", endpoint: str, remote_host: str = "127.0.0.1") -> str:
+    """``-L`` spec: always bind 127.0.0.1 here, never an address others reach,
+    or (``local`` a path) a Unix socket in our 0700 control directory, which
+    the session's watcher relays the local port to.
 
     ``endpoint`` is ``unix /abs/path`` or ``tcp PORT``, on the remote's
     127.0.0.1 (never ``localhost``: ``::1`` may be another program) or, for a
@@ -242,10 +248,16 @@ def forward_spec(local_port: int, endpoint: str, remote_host: str = "127.0.0.1")
     kind, _, where = endpoint.partition(" ")
     if not _ADDRESS.fullmatch(remote_host):
         raise ValueError(f"bad remote host {remote_host!r}")
+    if isinstance(local, str):
+        if not local.startswith("/") or ":" in local or any(c.isspace() for c in local):
+            raise ValueError(f"bad local socket {local!r}")
+        here = local
+    else:
+        here = f"127.0.0.1:{int(local)}"
     if kind == "unix" and where.startswith("/") and remote_host == "127.0.0.1":
-        return f"127.0.0.1:{int(local_port)}:{where}"
+        return f"{here}:{where}"
     if kind == "tcp" and where.isdigit():
-        return f"127.0.0.1:{int(local_port)}:{remote_host}:{int(where)}"
+        return f"{here}:{remote_host}:{int(where)}"
     raise ValueError(f"bad endpoint {endpoint!r}")
 
 

@@ -4,7 +4,9 @@ For a socket ``<control_dir>/tb-<hash>`` (the first 20 hex digits of ``%C``,
 which ``ssh -G`` expands, and a suffix for a Slurm job's session) we keep
 ``tb-<hash>.json`` (the session's record: ``record.py`` says what is in
 it), ``tb-<hash>.log`` (the master's stderr) and ``tb-<hash>.lock``
-(serialises tasks on one session). The directory is 0700 and the files 0600:
+(serialises tasks on one session); with a watcher (``watcher.py``), also
+``tb-<hash>.relay`` (the forward's Unix socket), ``tb-<hash>.watch`` (the
+watcher's control socket) and ``tb-<hash>.watch.log``. The directory is 0700 and the files 0600:
 they name hosts and paths of the user's. This module knows files, not what
 they mean.
 """
@@ -59,6 +61,21 @@ class Paths:
     @property
     def lock(self) -> Path:
         return self.socket.with_name(self.socket.name + ".lock")
+
+    @property
+    def relay(self) -> Path:
+        """The 0600 Unix socket the master forwards to TensorBoard; the
+        watcher relays the local port to it."""
+        return self.socket.with_name(self.socket.name + ".relay")
+
+    @property
+    def control(self) -> Path:
+        """The watcher's own socket: tasks ask it for its state, or to stop."""
+        return self.socket.with_name(self.socket.name + ".watch")
+
+    @property
+    def watch_log(self) -> Path:
+        return self.socket.with_name(self.socket.name + ".watch.log")
 
 
 def control_dir(path: str) -> Path:
@@ -125,7 +142,8 @@ def write(paths: Paths, data: dict) -> None:
 
 
 def remove(paths: Paths, *, socket: bool = False) -> None:
-    files = [paths.state, paths.log] + ([paths.socket] if socket else [])
+    """Remove the session's files (its control socket too, with ``socket``)."""
+    files = [paths.state, paths.log, paths.relay, paths.control, paths.watch_log] + ([paths.socket] if socket else [])
     for path in files:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -17,7 +17,8 @@ from . import record, slurm, state
 from .errors import TbError
 from .host import Host, MasterState
 from .placement import HERE
-from .session import Session
+from .progress import Reporter
+from .session import Session, Started
 from .settings import Settings, resolve
 from .shell import Shell
 from .sshargv import Target, parse_host
@@ -70,6 +71,14 @@ def target(c: Any, host: Optional[str], ssh_config_path: Optional[str], connect_
         connect_timeout=connect_timeout,
         batch=not prompting_allowed(),
     )
+
+
+def begin(shell: Shell, given: Target, settings: Settings, report: Reporter, job: Optional[str] = None) -> Started:
+    """``tb.start`` for one host, or one Slurm job on a login host: what the
+    task runs, and what a session's watcher repairs it with."""
+    if job is not None:
+        return slurm.start_job(shell, given, settings, report, str(job))
+    return Session(Host.locate(shell, given, settings.control_dir)).start(settings, report)
 
 
 def given_identities(config: Any) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ _START_HELP = {
     "quiet": "Print only the URL (for scripts).",
     "hosts": "Start several hosts at once, comma-separated (each gets its own local port).",
     "open": "Open the URL in your browser when ready (config: tb.open).",
+    "reconnect": "yes (default): a small watcher keeps the URL working after sleep, roaming or a lost connection, never prompting; no: only the ssh master, as before.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
@@ -113,6 +114,7 @@ def start(
     hosts=None,
     job=None,
     slurm_via=None,
+    reconnect=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -130,6 +132,7 @@ def start(
         url_token=url_token,
         data_server=data_server,
         slurm_via=slurm_via,
+        reconnect=reconnect,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
@@ -156,9 +159,7 @@ def _start_one(c: Any, host: Optional[str], ssh_config: Optional[str], config: S
         raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
     report = Reporter(quiet=quiet)
     try:
-        if job is not None:
-            return slurm.start_job(shell, target, config, report, str(job)).url
-        return Session(Host.locate(shell, target, config.control_dir)).start(config, report).url
+        return targets.begin(shell, target, config, report, job).url
     finally:
         report.close()
 
@@ -174,7 +175,7 @@ def _start_many(c: Any, hosts: str, ssh_config: Optional[str], config: Settings,
     report = Reporter(quiet=quiet, plain=True)
 
     def start_host(target: Any) -> str:
-        return Session(Host.locate(shell, target, config.control_dir)).start(config, report).url
+        return targets.begin(shell, target, config, report).url
 
     failures: list[str] = []
     urls: list[str] = []

@@ -34,7 +34,7 @@ class World:
 
     def __init__(self, tmp_path, run=None, *, master_up=False, probes=("ok",)):
         self.paths = Paths(tmp_path / "tb-abc")
-        self.settings = resolve_settings({}, control_dir=str(tmp_path), local_port=6100, remote_dir="/r", start_timeout=2)
+        self.settings = resolve_settings({}, control_dir=str(tmp_path), local_port=6100, remote_dir="/r", start_timeout=2, reconnect="no")
         if master_up:
             self.paths.socket.write_text("")
         self.probes = list(probes)
@@ -65,7 +65,7 @@ class World:
         self.paths.socket.write_text("")
         return Outcome(0)
 
-    def _probe(self, url, timeout=3.0):
+    def _probe(self, url, timeout=3.0, via=None):
         answer = self.probes.pop(0) if len(self.probes) > 1 else self.probes[0]
         return Probe(True, "ok") if answer == "ok" else Probe(False, answer)
 

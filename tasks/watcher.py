@@ -1,0 +1,298 @@
+"""The watcher: one small process per session that keeps its URL working.
+
+``tb.start`` starts it (``resident.spawn``) with the session's local port
+already bound. It owns that port for the life of the session and relays it
+(``relay.py``) to the Unix socket the ssh master forwards to TensorBoard. A
+monitor thread probes through that socket every few seconds, and at once
+when a connection finds it dead or the clock jumps (the machine slept). When
+the session cannot serve it repairs it with the very code of ``tb.start``
+(``targets.begin``: the same plan, the same session) in BatchMode, so it
+never prompts: a host that wants a person to log in leaves the session in
+``needs-login`` until ``tb.start`` logs in, visibly; a changed host key and
+an ended Slurm job stop the retries.
+
+Its control socket (``tb-<hash>.watch``) answers one line: ``status`` (this
+module's :class:`State` as JSON), ``probe`` (probe now, then the status) and
+``stop`` (cancel what is in flight, release the port, exit).
+
+Run as ``python -m tensorboard_remote.watcher CONTROL_SOCKET`` with its
+instructions as JSON on stdin and the listening socket's fd in
+``TBR_WATCH_FD``; it logs to ``tb-<hash>.watch.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from . import health, record, targets
+from .errors import Cancelled, HostKeyRefused, JobEnded, LoginNeeded, TbError
+from .host import HUNG_AFTER
+from .progress import Reporter
+from .relay import Outage, Relay
+from .settings import Settings
+from .shell import Shell
+from .sshargv import Target
+from .state import Paths
+
+#: Seconds between probes while the session serves: a hung link is found
+#: within this plus two probe timeouts (the page, then ``ssh -W``).
+PROBE_EVERY = 4.0
+#: Seconds between clock checks (they cost nothing).
+TICK = 0.5
+#: A gap this much larger on the wall clock than on the monotonic one
+#: means the machine slept (the monotonic clock stops in suspend).
+JUMP = 2.0
+#: Seconds between reconnect attempts: 1, 2, then every 3 (an attempt to a
+#: host that is down fails at once, or after the connect timeout).
+BACKOFF = (1.0, 2.0, 3.0)
+#: Connect timeout of a reconnect attempt (the setting, at most this).
+CONNECT_TIMEOUT = 5
+
+
+class Phase(Enum):
+    STARTING = "starting"  # tb.start has not finished yet
+    SERVING = "serving"
+    RECONNECTING = "reconnecting"
+    NEEDS_LOGIN = "needs-login"  # the host wants a person: tb.start
+    HOST_KEY = "host-key-refused"  # never accepted unseen: retries stopped
+    JOB_ENDED = "job-ended"  # the Slurm job is over: retries stopped
+    STOPPING = "stopping"
+
+
+#: Phases the watcher does not leave by itself (tb.start or tb.exit does).
+WAITING = (Phase.NEEDS_LOGIN, Phase.HOST_KEY, Phase.JOB_ENDED)
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """What the watcher tells tasks (``tb.check``, ``tb.list --json``)."""
+
+    phase: str
+    label: str
+    pid: int
+    attempt: int = 0  # reconnect attempts in this outage
+    reconnects: int = 0  # outages repaired since the watcher started
+    outage_since: Optional[float] = None  # wall-clock start of the current outage
+    last_outage: Optional[float] = None  # start of the last repaired one
+    last_outage_seconds: Optional[float] = None
+    error: str = ""  # the last attempt's one-line reason
+
+
+class Watcher:
+    def __init__(self, paths: Paths, spec: dict[str, Any]) -> None:
+        self.paths = paths
+        self.label = spec["label"]
+        self.entry = Target.from_dict(spec["target"], batch=True)
+        self.entry = dataclasses.replace(self.entry, connect_timeout=min(self.entry.connect_timeout, CONNECT_TIMEOUT))
+        self.job: Optional[str] = spec.get("job")
+        self.settings = Settings(**spec["settings"])
+        self.shell = Shell(quick=self.settings.command_timeout)
+        self.state = State(Phase.STARTING.value, self.label, os.getpid())
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.probed = threading.Condition(self.lock)
+        self.steps = 0
+        self.stopping = False
+        self.armed = False  # served once: from then on, repair what breaks
+
+    # ------------------------------------------------------------ state
+
+    def phase(self) -> Phase:
+        return Phase(self.state.phase)
+
+    def _set(self, **changes: Any) -> None:
+        with self.lock:
+            before = self.state
+            self.state = dataclasses.replace(self.state, **changes)
+        if before.phase != self.state.phase or before.error != self.state.error:
+            log(f"{self.state.phase}" + (f": {self.state.error}" if self.state.error else ""))
+
+    def outage(self) -> Optional[Outage]:
+        """What the URL says now (None: relay to TensorBoard)."""
+        state, phase = self.state, self.phase()
+        if phase in (Phase.SERVING, Phase.STARTING):
+            return None
+        if phase is Phase.RECONNECTING:
+            since = time.strftime("%H:%M", time.localtime(state.outage_since or time.time()))
+            why = f"; last try: {state.error}" if state.error else ""
+            return Outage(f"reconnecting to {self.label} (attempt {max(state.attempt, 1)}, link lost {since}){why}")
+        if phase is Phase.NEEDS_LOGIN:
+            return Outage(f"{self.label} needs you to log in again: run tb.start", retry=5)
+        if phase is Phase.HOST_KEY:
+            return Outage(f"{self.label}: {state.error}; stopped reconnecting", retry=10)
+        if phase is Phase.JOB_ENDED:
+            return Outage(f"{state.error}; tb.exit cleans up", retry=10)
+        return Outage(f"the session on {self.label} is stopping")
+
+    # ---------------------------------------------------------- monitor
+
+    def monitor(self) -> None:
+        """Probe, and repair, until stopped."""
+        wall, mono = time.time(), time.monotonic()
+        due = 0.0
+        while not self.stopping:
+            self.wake.wait(TICK)
+            poked = self.wake.is_set()
+            self.wake.clear()
+            now_wall, now_mono = time.time(), time.monotonic()
+            if (now_wall - wall) - (now_mono - mono) > JUMP:
+                log(f"the clock jumped {now_wall - wall - (now_mono - mono):.0f}s (the machine slept): probing now")
+                due = 0.0
+            wall, mono = now_wall, now_mono
+            if poked or now_mono >= due:
+                try:
+                    self.step()
+                except Cancelled:
+                    return
+                except Exception as error:  # noqa: BLE001 - the watcher must outlive any one failure
+                    log(f"unexpected {type(error).__name__}: {error}")
+                with self.probed:
+                    self.steps += 1
+                    self.probed.notify_all()
+                pause = PROBE_EVERY if self.phase() in (Phase.SERVING, Phase.STARTING) else BACKOFF[min(max(self.state.attempt, 1), len(BACKOFF)) - 1]
+                due = time.monotonic() + pause
+
+    def step(self) -> None:
+        """One probe; a repair if it failed and the session is ours to repair."""
+        rec = record.load(self.paths)
+        if rec is None or (rec.watcher is not None and rec.watcher.pid != os.getpid()):
+            log("the session's record is gone or names another watcher: exiting")
+            self.stopping = True
+            return
+        if self._serves(rec):
+            return
+        phase = self.phase()
+        if not self.armed or phase in WAITING:
+            return  # tb.start is at it, or a person must act
+        if phase is Phase.SERVING:
+            self._set(phase=Phase.RECONNECTING.value, outage_since=time.time(), attempt=0, error="")
+        self._set(attempt=self.state.attempt + 1)
+        try:
+            targets.begin(self.shell, self.entry, self.settings, Reporter(plain=True, stream=sys.stdout), self.job)
+        except LoginNeeded as error:
+            self._set(phase=Phase.NEEDS_LOGIN.value, error=str(error))
+        except HostKeyRefused as error:
+            self._set(phase=Phase.HOST_KEY.value, error=str(error))
+        except JobEnded as error:
+            self._set(phase=Phase.JOB_ENDED.value, error=str(error))
+        except Cancelled:
+            raise
+        except TbError as error:
+            self._set(error=str(error).splitlines()[0])
+        else:
+            rec = record.load(self.paths)
+            if rec is not None:
+                self._serves(rec)
+
+    def _serves(self, rec: record.Record) -> bool:
+        """Probe through the relay socket; on success, the session serves."""
+        if not rec.relay or not rec.url:
+            return False
+        if not health.probe(rec.url, timeout=HUNG_AFTER, via=rec.relay).ok:
+            return False
+        state = self.state
+        if state.phase != Phase.SERVING.value:
+            changes: dict[str, Any] = {"phase": Phase.SERVING.value, "attempt": 0, "error": "", "outage_since": None}
+            if self.armed and state.outage_since is not None:
+                changes.update(
+                    reconnects=state.reconnects + 1, last_outage=state.outage_since,
+                    last_outage_seconds=round(time.time() - state.outage_since, 1),
+                )
+            self._set(**changes)
+        self.armed = True
+        return True
+
+    def probe_now(self, timeout: float = 30.0) -> None:
+        """Wake the monitor and wait for its next step (``probe``)."""
+        with self.probed:
+            seen = self.steps
+            self.wake.set()
+            self.probed.wait_for(lambda: self.steps > seen or self.stopping, timeout)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._set(phase=Phase.STOPPING.value)
+        self.shell.cancel()
+        self.wake.set()
+
+    # ---------------------------------------------------------- control
+
+    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            command = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace").strip()
+            if command == "probe":
+                await asyncio.get_running_loop().run_in_executor(None, self.probe_now)
+            elif command == "stop":
+                self.stop()
+                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 15)
+            writer.write(json.dumps(dataclasses.asdict(self.state)).encode() + b"\n")
+            await writer.drain()
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                writer.close()
+        if command == "stop":
+            self.done.set()
+
+    async def run(self, listener: socket.socket) -> None:
+        self.done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        rec = record.load(self.paths)
+        if rec is None or not rec.relay:
+            log("no record with a relay socket: nothing to watch")
+            return
+        relay = Relay(listener, rec.relay, self.outage, self.wake.set, rec.token)
+        await relay.start()
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.control.unlink()
+        old = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self.control, path=str(self.paths.control))
+        finally:
+            os.umask(old)
+        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            loop.add_signal_handler(number, lambda: (self.stop(), self.done.set()))
+        self.thread = threading.Thread(target=self._monitor_then_done, args=(loop,), daemon=True, name="monitor")
+        self.thread.start()
+        log(f"watching {self.label}: 127.0.0.1:{listener.getsockname()[1]} -> {rec.relay}")
+        await self.done.wait()
+        relay.close()
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            if not self.stopping or self.paths.control.exists():
+                self.paths.control.unlink()
+        log("stopped")
+
+    def _monitor_then_done(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.monitor()
+        loop.call_soon_threadsafe(self.done.set)
+
+
+def log(line: str) -> None:
+    print(time.strftime("%Y-%m-%d %H:%M:%S ") + line, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    paths = Paths(Path(argv[0]))
+    spec = json.load(sys.stdin)
+    sys.stdin.close()
+    listener = socket.socket(fileno=int(os.environ.pop("TBR_WATCH_FD")))
+    asyncio.run(Watcher(paths, spec).run(listener))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
