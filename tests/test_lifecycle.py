@@ -72,7 +72,8 @@ class TestFabStartCheckAndExit:
         assert check.returncode == 0, check.stdout + check.stderr
         line = check.stdout.strip()
         assert line == (
-            f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir}"
+            f"sandbox: ok {rig.url} ssh-master={master} tensorboard={remote} logdir={rig.logdir} "
+            f"watcher={data['watcher']['pid']} serving reconnects=0"
         )
 
     def test_exit_stops_tensorboard_and_closes_the_tunnel(self, rig, fab_exit):
