@@ -36,21 +36,15 @@ def identity(pid: int) -> Optional[str]:
     """What tells this process from a later one with the same pid: its start
     time since boot and the boot's id (Linux), or ``ps``'s start time
     (macOS). None: no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if Path("/proc/self/stat").exists():
-            return None
-    except OSError:
-        return None
-    else:
-        fields = stat.rpartition(")")[2].split()
-        if fields and fields[0] == "Z":
-            return None  # a zombie is not alive
+    if sys.platform.startswith("linux"):
         try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
             boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         except OSError:
-            boot = "?"
+            return None
+        fields = stat.rpartition(")")[2].split()
+        if not fields or fields[0] == "Z":
+            return None  # a zombie is not alive
         return f"{fields[19]}@{boot}"
     try:
         out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5).stdout

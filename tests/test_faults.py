@@ -185,7 +185,8 @@ def test_a_hung_control_socket_never_hangs_a_task(rig):
 
 
 def test_a_dropped_connection_ends_the_master_by_keepalive_and_check_says_so(rig):
-    env = rig.env(FABRIC_TB_KEEPALIVE="1")
+    # Without a watcher (reconnect=no): the manual path. tests/test_reconnect.py has the watcher's.
+    env = rig.env(FABRIC_TB_KEEPALIVE="1", FABRIC_TB_RECONNECT="no")
     assert rig.fab("tb.start", env=env).returncode == 0
     data = rig.only_state()
     sshd = rig.sandbox.pid()
@@ -256,18 +257,20 @@ def test_an_exit_interrupted_after_stopping_tensorboard_converges(rig):
 def test_start_over_a_hung_connection_reconnects_at_once_instead_of_waiting_for_timeouts(rig):
     # A laptop that slept: the master process is alive and answers -O check
     # (that is local), but its connection is dead until keepalives give up.
-    assert rig.fab("tb.start").returncode == 0
+    # Without a watcher (reconnect=no), tb.start is what reconnects.
+    env = rig.env(FABRIC_TB_RECONNECT="no")
+    assert rig.fab("tb.start", env=env).returncode == 0
     data = rig.only_state()
     sshd = rig.sandbox.pid()
     keep = set(family(data["remote_pid"]))
     with frozen([pid for pid in family(sshd) if pid != sshd and pid not in keep]):
-        check = rig.fab("tb.check")
+        check = rig.fab("tb.check", env=env)
         assert check.returncode == 1
         assert "the tunnel does not answer" in check.stdout and "tb.start reconnects" in check.stdout
-        again = rig.fab("tb.start")
+        again = rig.fab("tb.start", env=env)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
         assert "TensorBoard pid" in again.stdout and "was still running" in again.stdout
         assert rig.only_state()["remote_pid"] == data["remote_pid"]
         assert not alive(data["master_pid"])
-    assert rig.fab("tb.exit").returncode == 0
+    assert rig.fab("tb.exit", env=env).returncode == 0

@@ -45,7 +45,10 @@ def test_by_default_tensorboard_serves_a_0600_unix_socket_and_no_tcp_port(rig):
     assert kind == "unix"
     mode = os.stat(path).st_mode
     assert stat.S_ISSOCK(mode) and oct(mode & 0o777) == "0o600"
-    assert data["forward"] == f"127.0.0.1:{data['local_port']}:{path}"
+    # The master forwards a 0600 socket in our 0700 control directory (the
+    # watcher holds the local port and relays to it), never a TCP port.
+    assert data["forward"] == f"{data['relay']}:{path}" and data["relay"].startswith(str(rig.control_dir) + "/")
+    assert oct(os.stat(data["relay"]).st_mode & 0o777) == "0o600"
     remote = data["remote_pid"]
     # The fast loader is kept, inside its own network namespace...
     assert wait_for(lambda: data_servers(remote)), "no data server: the fast loader was turned off"

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {
 PROCTRACK = "cgroup"
 
 
-def _started(session: "Session", slurm: SlurmCluster, name: str, via: str = "srun") -> tuple[str, str]:
+def _started(session: "Session", slurm: SlurmCluster, name: str, via: str = "srun", reconnect: str = "yes") -> tuple[str, str]:
     """A running job of alice's named ``name``, and TensorBoard started in it."""
     job = running_job(slurm, name=name)
-    started = session.fab("tb.start", "--job", job, "--slurm-via", via)
+    started = session.fab("tb.start", "--job", job, "--slurm-via", via, "--reconnect", reconnect)
     assert started.returncode == 0, started.stdout + started.stderr
     return job, ready_url(started)
 
@@ -213,10 +213,11 @@ def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(s
     from .conftest import frozen
     from .procs import family
 
-    job, url = _started(session, slurm, f"hung-{via}", via)
+    # Without a watcher (reconnect=no): tb.start is what reconnects.
+    job, url = _started(session, slurm, f"hung-{via}", via, reconnect="no")
     sshd = cluster["login"].pid()
     with frozen([pid for pid in family(sshd) if pid != sshd]):
-        again = session.fab("tb.start", "--job", job, "--slurm-via", via)
+        again = session.fab("tb.start", "--job", job, "--slurm-via", via, "--reconnect", "no")
         assert again.returncode == 0, again.stdout + again.stderr
         assert "the tunnel does not answer (a laptop that slept, or a dropped link?); reconnecting" in again.stdout
         assert "was still running" in again.stdout and ready_url(again) == url
