@@ -40,6 +40,7 @@ class Sandbox:
         alias: str = ALIAS,
         user: Optional[str] = None,
         address: str = "127.0.0.1",
+        wrap: tuple[str, ...] = (),
     ) -> None:
         self.dir = Path(directory).absolute()
         self.alias = alias
@@ -47,6 +48,9 @@ class Sandbox:
         # ordinary user, e.g. on a Slurm login node).
         self.user = user or getpass.getuser()
         self.address = address
+        # Words run before sshd's own, e.g. ("ip", "netns", "exec", NS) for
+        # the link-fault tests: the command must exec sshd, keeping its argv.
+        self.wrap = tuple(wrap)
 
     # Files ------------------------------------------------------------
     @property
@@ -164,7 +168,7 @@ class Sandbox:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.pidfile.unlink(missing_ok=True)
         result = subprocess.run(
-            [SSHD, "-f", str(self.sshd_config), "-E", str(self.log)],
+            [*self.wrap, SSHD, "-f", str(self.sshd_config), "-E", str(self.log)],
             capture_output=True,
             text=True,
             timeout=timeout,
