@@ -63,6 +63,8 @@ class Relay:
         self.server: Optional[asyncio.AbstractServer] = None
         #: Connections being relayed now (tb.check shows none of this; tests and the bench do).
         self.active = 0
+        # asyncio keeps only weak references to tasks: these are ours.
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self.listener.setblocking(False)
@@ -74,12 +76,16 @@ class Relay:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.active += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
             self.active -= 1
+            self._tasks.discard(task)  # type: ignore[arg-type]
             with contextlib.suppress(OSError):
                 writer.close()
 
@@ -115,12 +121,14 @@ class Relay:
         """Relay both ways until both are done; the bytes sent back to the client."""
         back = asyncio.ensure_future(_pump(up_reader, writer, eof=False))
         forth = asyncio.ensure_future(_pump(reader, up_writer, eof=True))
+        self._tasks.update((back, forth))
         try:
             sent_back = await back
         finally:
             forth.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await forth
+            self._tasks.difference_update((back, forth))
         return sent_back
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outage: Outage, head: bytes) -> None:

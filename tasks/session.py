@@ -243,8 +243,13 @@ class Session:
                 rec = dataclasses.replace(rec, relay=str(host.paths.relay))
             record.save(host.paths, rec)
             if listener is not None:
-                rec = self._spawn_watcher(rec, listener, settings, report)
-                listener = None
+                try:
+                    rec = self._spawn_watcher(rec, listener, settings, report)
+                except TbError:
+                    _Launch(self, settings, report)._discard(rec)
+                    raise
+                finally:
+                    listener = None
         finally:
             if listener is not None:
                 listener.close()

@@ -8,6 +8,7 @@ script) and adds about 0.1 s to every call.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -94,8 +95,14 @@ class Shell:
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
+            # wait, never read on: a mux client (-S) passed its pipes to the
+            # master, which keeps them open after the client is killed.
             proc.kill()
-            proc.communicate()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
             raise CommandTimeout(f"{what} did not finish within {timeout:g}s") from None
         finally:
             with self._guard:

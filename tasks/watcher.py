@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import faulthandler
 import json
 import os
 import signal
@@ -286,6 +287,8 @@ def log(line: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    # kill -USR1 PID writes every thread's stack to the log (what is it doing?).
+    faulthandler.register(signal.SIGUSR1, file=sys.stdout)
     paths = Paths(Path(argv[0]))
     spec = json.load(sys.stdin)
     sys.stdin.close()

@@ -8,12 +8,14 @@ answers at once with a page or a 503, never a hang.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -41,11 +43,22 @@ def serves(url: str) -> bool:
     return status == 200 and "logdir" in body
 
 
+def watch_logs(url: str) -> str:
+    """The watchers' logs of the sessions whose URL is ``url`` (for a failure's message)."""
+    port = url.split(":")[2].split("/")[0]
+    found = []
+    for log in Path("/tmp").glob("tbr-*/*/tb-*.watch.log"):
+        text = log.read_text(errors="replace")
+        if f":{port} ->" in text:
+            found.append(f"--- {log}\n{text}")
+    return "\n".join(found)
+
+
 def wait_serving(url: str, timeout: float = 30.0) -> float:
     """Seconds until ``url`` serves TensorBoard again (fails after ``timeout``)."""
     start = time.monotonic()
     while not serves(url):
-        assert time.monotonic() - start < timeout, f"{url} did not serve again within {timeout}s"
+        assert time.monotonic() - start < timeout, f"{url} did not serve again within {timeout}s\n{watch_logs(url)}"
         time.sleep(0.2)
     return time.monotonic() - start
 
@@ -103,8 +116,16 @@ def test_while_it_reconnects_the_url_answers_at_once_with_a_page_or_a_503(starte
     rig = started
     url, data = rig.url, rig.only_state()
     box = rig.sandbox
-    # The host goes away: sshd (and with it our master) stops; nothing answers on its port.
+    # The host goes away (sshd restarted, or a reboot that spared
+    # TensorBoard): sshd and the connections it serves end, and nothing
+    # answers on its port for a while.
+    sshd = box.pid()
+    keep = set(family(data["remote_pid"]))
+    serving = [pid for pid in family(sshd) if pid != sshd and pid not in keep]
     box.stop()
+    for pid in serving:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     try:
         assert wait_gone(data["master_pid"], timeout=10)
         deadline = time.monotonic() + 15
