@@ -164,8 +164,12 @@ def test_on_macos_the_demo_starts_checks_and_stops_with_a_16_character_users_hom
     demo = run("demo")
     ok(demo)
     assert "TensorBoard ready at http://127.0.0.1:" in demo.stdout
-    (socket,) = [path for path in (mac_home / ".ssh/controlmasters").iterdir() if path.is_socket()]
-    fits_macos(str(socket))
+    sockets = [path for path in (mac_home / ".ssh/controlmasters").iterdir() if path.is_socket()]
+    # The control socket, the watcher's relay and control sockets beside it: each fits macOS.
+    (socket,) = [path for path in sockets if "." not in path.name]
+    assert sorted(path.name for path in sockets) == sorted(socket.name + end for end in ("", ".relay", ".watch"))
+    for path in sockets:
+        fits_macos(str(path))
     ok(run("sandbox", "check", "--ssh-config", str(mac_home / ".cache/tensorboard-remote/sandbox/ssh_config")))
     stopped = run("demo", "--stop")
     ok(stopped)
