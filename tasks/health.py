@@ -54,16 +54,20 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _judged(status: int, body: bytes) -> Probe:
+    """Is this answer to ``GET data/logdir`` TensorBoard's?"""
+    if status == 200 and b"logdir" in body:
+        return Probe(True, "ok")
+    return Probe(False, f"HTTP {status}")
+
+
 def _probe_unix(url: str, path: str, timeout: float) -> Probe:
     parts = urllib.parse.urlsplit(url + "data/logdir")
     connection = _UnixConnection(path, timeout)
     try:
         connection.request("GET", parts.path, headers={"Host": parts.netloc})
         response = connection.getresponse()
-        body = response.read(4096)
-        if response.status == 200 and b"logdir" in body:
-            return Probe(True, "ok")
-        return Probe(False, f"HTTP {response.status}")
+        return _judged(response.status, response.read(4096))
     except socket.timeout:
         return Probe(False, "timed out")
     except (OSError, http.client.HTTPException) as error:
@@ -81,10 +85,7 @@ def probe(url: str, timeout: float = 3.0, via: Optional[str] = None) -> Probe:
         return _probe_unix(url, via, timeout)
     try:
         with _DIRECT.open(url + "data/logdir", timeout=timeout) as response:
-            body = response.read(4096)
-            if response.status == 200 and b"logdir" in body:
-                return Probe(True, "ok")
-            return Probe(False, f"HTTP {response.status}")
+            return _judged(response.status, response.read(4096))
     except urllib.error.HTTPError as error:
         return Probe(False, f"HTTP {error.code}")
     except (OSError, ValueError, http.client.HTTPException) as error:

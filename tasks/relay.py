@@ -61,8 +61,6 @@ class Relay:
         self.token = token
         self.cookie = launcher.cookie_for(token) if token else None
         self.server: Optional[asyncio.AbstractServer] = None
-        #: Connections being relayed now (tb.check shows none of this; tests and the bench do).
-        self.active = 0
         # asyncio keeps only weak references to tasks: these are ours.
         self._tasks: set[asyncio.Task] = set()
 
@@ -75,7 +73,6 @@ class Relay:
             self.server.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.active += 1
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -84,7 +81,6 @@ class Relay:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
-            self.active -= 1
             self._tasks.discard(task)  # type: ignore[arg-type]
             with contextlib.suppress(OSError):
                 writer.close()

@@ -141,9 +141,8 @@ def stop(paths: Paths, ref: Optional[WatcherRef]) -> bool:
     releases the port); whether one was running. A watcher that does not
     answer is signalled, only if it is provably the one we started."""
     answered = ask(paths, "stop", timeout=STOP_TIMEOUT) is not None
-    running = alive(ref) and ref is not None and ref.pid != os.getpid()
-    if running and not answered:
-        assert ref is not None
+    running = alive(ref) and not is_self(ref)
+    if running and not answered and ref is not None:
         for number in (signal.SIGCONT, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(ref.pid, number)

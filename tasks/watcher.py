@@ -273,8 +273,7 @@ class Watcher:
         relay.close()
         server.close()
         with contextlib.suppress(FileNotFoundError):
-            if not self.stopping or self.paths.control.exists():
-                self.paths.control.unlink()
+            self.paths.control.unlink()
         log("stopped")
 
     def _monitor_then_done(self, loop: asyncio.AbstractEventLoop) -> None:
