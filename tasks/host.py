@@ -80,42 +80,59 @@ class MasterState(Enum):
 class Master:
     state: MasterState
     pid: Optional[int] = None
+    borrowed: bool = False  # the user's own master (ssh_config's ControlPath), not ours
 
 
 def resolve(shell: Shell, target: Target, key: str, argv: Optional[list[str]] = None) -> Optional[str]:
     """One value that ``ssh -G`` prints for ``target`` (OpenSSH resolves
     ssh_config; we never parse it)."""
+    return resolve_all(shell, target, argv).get(key)
+
+
+def resolve_all(shell: Shell, target: Target, argv: Optional[list[str]] = None) -> dict[str, str]:
+    """What ``ssh -G`` prints for ``target``: each key's first value."""
     outcome = shell.run(
         argv or sshargv.config_argv(dataclasses.replace(target, jump=None)), timeout=shell.quick, what="ssh -G"
     )
     if not outcome.ok:
         raise TbError(f"ssh cannot resolve {target.label}: {last_line(outcome.stderr)}")
+    values: dict[str, str] = {}
     for line in outcome.stdout.splitlines():
         name, _, value = line.partition(" ")
-        if name == key and value:
-            return value
-    return None
+        if value:
+            values.setdefault(name, value)
+    return values
 
 
 class Host:
     """A target, our control socket for it, and the shell that runs ssh."""
 
-    def __init__(self, shell: Shell, target: Target, paths: Paths) -> None:
+    def __init__(self, shell: Shell, target: Target, paths: Paths, user_socket: Optional[Path] = None) -> None:
         self.shell = shell
         self.target = target
         self.paths = paths
+        #: The ControlPath of the user's own ssh_config for this host (None:
+        #: none, or ``user_master`` off); :meth:`ride` decides if we use it.
+        self.user_socket = user_socket
+        #: Riding the user's master now: ``socket`` is theirs, and we never
+        #: ``-O exit`` it (``release`` cancels only our forward).
+        self.borrowing = False
 
     @classmethod
-    def locate(cls, shell: Shell, target: Target, control_dir: str, suffix: str = "") -> "Host":
+    def locate(cls, shell: Shell, target: Target, control_dir: str, suffix: str = "", *, user_master: bool = False) -> "Host":
         """``target`` with our control socket, named from ``tb-%C`` as ``ssh -G``
-        expands it (``state.session_paths``)."""
+        expands it (``state.session_paths``), and, with ``user_master``, the
+        ControlPath the user's own ssh_config gives it: one ``ssh -G`` for both."""
         directory = state.control_dir(control_dir)
-        value = resolve(shell, target, "controlpath", sshargv.resolve_argv(target, str(directory), suffix))
-        if not value:
-            raise TbError(f"ssh -G printed no controlpath for {target.label}")
-        paths = state.session_paths(Path(value), suffix)
+        values = resolve_all(shell, target, sshargv.resolve_argv(target, str(directory), suffix))
+        ours = values.get("identityagent")
+        if not ours or "/tb-" not in ours:
+            raise TbError(f"ssh -G printed no control path of ours for {target.label}")
+        paths = state.session_paths(Path(ours), suffix)
         state.check_socket_path(paths.socket)
-        return cls(shell, target, paths)
+        theirs = values.get("controlpath")
+        user_socket = Path(theirs) if user_master and theirs and theirs != "none" and theirs.startswith("/") else None
+        return cls(shell, target, paths, user_socket)
 
     def __repr__(self) -> str:
         return f"Host({self.target.label!r}, {str(self.paths.socket)!r})"
@@ -126,6 +143,9 @@ class Host:
 
     @property
     def socket(self) -> str:
+        """The control socket every step rides: the user's while borrowing, else ours."""
+        if self.borrowing and self.user_socket is not None:
+            return str(self.user_socket)
         return str(self.paths.socket)
 
     @property
@@ -139,11 +159,23 @@ class Host:
     # ------------------------------------------------------------ master
 
     def master(self) -> Master:
-        if not self.paths.socket.exists():
+        """The state of the master this host rides now (:meth:`ride`)."""
+        return self._master_at(Path(self.socket))
+
+    def follow(self, borrowed: Optional[str]) -> Master:
+        """The state of the master a session's record says it rides (no
+        choosing: ``tb.check`` and ``tb.exit`` report on that one)."""
+        self.borrowing = bool(borrowed)
+        if borrowed:
+            self.user_socket = Path(borrowed)
+        return dataclasses.replace(self.master(), borrowed=self.borrowing)
+
+    def _master_at(self, path: Path) -> Master:
+        if not path.exists():
             return Master(MasterState.NONE)
         try:
             outcome = self.shell.run(
-                sshargv.control_argv(self.target, self.socket, "check"), timeout=self.shell.quick, what="ssh -O check"
+                sshargv.control_argv(self.target, str(path), "check"), timeout=self.shell.quick, what="ssh -O check"
             )
         except TbError:
             return Master(MasterState.STALE)
@@ -151,6 +183,32 @@ class Host:
             match = re.search(r"pid=(\d+)", outcome.stderr + outcome.stdout)
             return Master(MasterState.UP, int(match.group(1)) if match else None)
         return Master(MasterState.STALE)
+
+    def ride(self, borrowed: Optional[str], *, new: bool) -> Master:
+        """Choose the master a session rides, and say its state.
+
+        The user's own master (``user_socket``, or ``borrowed``, the one the
+        session rode so far) when it answers ``-O check``: no second login.
+        Ours when the session already rides ours and it is up, when an
+        unrecorded master of ours is up (``new``: ``tb.start`` replaces it),
+        or when the user's is not up (a later loss of theirs falls back to
+        ours).
+        """
+        self.borrowing = False
+        ours = self.master()
+        theirs_path = Path(borrowed) if borrowed else self.user_socket
+        if theirs_path is None or theirs_path == self.paths.socket:
+            return ours
+        if ours.state is MasterState.UP and (new or not borrowed):
+            return ours
+        theirs = self._master_at(theirs_path)
+        if theirs.state is not MasterState.UP:
+            return ours
+        if ours.state is MasterState.STALE:
+            self.clear_stale()
+        self.user_socket = theirs_path
+        self.borrowing = True
+        return dataclasses.replace(theirs, borrowed=True)
 
     def open(self, keepalive: int) -> Optional[int]:
         """Open the ControlMaster (no forward yet); its pid."""
@@ -175,6 +233,9 @@ class Host:
         return master.pid
 
     def close(self) -> None:
+        """``-O exit`` our master (never the user's: see :meth:`release`)."""
+        if self.borrowing:
+            return
         self.shell.run(sshargv.control_argv(self.target, self.socket, "exit"), timeout=self.shell.quick, what="ssh -O exit")
         # The master removes its socket as it exits; wait briefly so a
         # following start does not find it.
@@ -191,8 +252,24 @@ class Host:
             self.clear_stale()
         return master
 
-    def drop(self, pid: Optional[int]) -> None:
-        """Close a master whose connection hangs (it still obeys ``-O exit``)."""
+    def release(self, forward: Optional[str]) -> None:
+        """Leave the master: close ours; on the user's, cancel only our
+        forward (their master, and their own forwards, stay up)."""
+        if self.borrowing:
+            if forward:
+                self.cancel(forward)
+        else:
+            self.close()
+
+    def drop(self, pid: Optional[int], forward: Optional[str] = None) -> None:
+        """Close a master whose connection hangs (it still obeys ``-O exit``).
+        The user's master is left alone but for our ``forward`` (its control
+        socket answers while its link hangs): from here on we ride our own."""
+        if self.borrowing:
+            if forward:
+                self.cancel(forward)
+            self.borrowing = False
+            return
         try:
             self.close()
         except TbError:

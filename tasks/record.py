@@ -27,8 +27,9 @@ from .state import Paths
 #: The record format this version writes. 1: the first release's (no
 #: ``schema`` key); 2: the same keys, typed, with ``schema``; 3: a watcher
 #: owns the local port (``relay``, ``watcher``): a release before it must
-#: not take the session for its own.
-SCHEMA = 3
+#: not take the session for its own; 4: the session may ride the user's own
+#: master (``borrowed``), which a release before it would not know to spare.
+SCHEMA = 4
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class Record:
     #: TensorBoard (the watcher owns the local port and relays to it).
     relay: Optional[str] = None
     watcher: Optional[WatcherRef] = None
+    #: The user's own master's socket (their ControlPath), when the session
+    #: rides it: never closed by us; ``socket`` stays ours.
+    borrowed: Optional[str] = None
 
     @property
     def rundir(self) -> str:
@@ -132,8 +136,9 @@ def _check_types(record: Record) -> None:
     for name in ("sid", "serve", "logdir", "remote_dir", "socket"):
         if not isinstance(getattr(record, name), str):
             raise TypeError(f"{name} is not a string")
-    if record.relay is not None and not isinstance(record.relay, str):
-        raise TypeError("relay is not a string")
+    for name in ("relay", "borrowed"):
+        if getattr(record, name) is not None and not isinstance(getattr(record, name), str):
+            raise TypeError(f"{name} is not a string")
     for name in ("local_port", "master_pid", "remote_pid"):
         value = getattr(record, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):

@@ -19,7 +19,15 @@ up         yes     proven    -      keep        reuse (no ssh)  keep
 up         yes     hung      dead   reconnect   ensure          pick
 up         yes     hung      alive  keep        ensure          keep
 up         yes     unproven  -      keep        ensure          keep if forwarded
+yours      none    -         -      borrow      ensure          pick
+yours      ours    -         -      borrow      ensure          pick
 =========  ======  ========  =====  ==========  ==============  ==========
+
+"yours" is the user's own live master (``ssh -G`` names its ControlPath and
+it answers ``-O check``; setting ``user_master``): we ride it, never close
+it, and fall back to a master of ours when it is gone (``Host.ride``). A
+session already on the user's master goes through the other rows as for
+ours, except that "reconnect" leaves their master alone and opens ours.
 
 "ensure" runs the start script: it reuses a TensorBoard that is provably
 ours (pid, start time, uid and boot id) and starts one otherwise.
@@ -50,6 +58,12 @@ from .settings import Settings
 
 Say = Callable[[str], None]
 
+
+class _NotThroughTheirs(Exception):
+    """The user's master closes every connection through our forward while
+    TensorBoard listens: it refuses the channel, and its log (which would
+    say why) is not ours to read. Our own master says why, or works."""
+
 #: Seconds between "is our TensorBoard still alive" checks while waiting.
 LIVENESS_EVERY = 0.5
 #: Seconds between HTTP probes while waiting for the page.
@@ -64,6 +78,7 @@ class Tunnel(Enum):
     CLEAR = "clear"  # a stale socket (the master died): remove it, then open
     REPLACE = "replace"  # a master of ours with no record: we cannot tell what it forwards; close it, then open
     RECONNECT = "reconnect"  # the master is up but its link is dead (a laptop slept): drop it, then open
+    BORROW = "borrow"  # the user's own master is up: ride it (no login), with forwards of our own
 
 
 class Board(Enum):
@@ -79,13 +94,22 @@ class Plan:
 
     @property
     def opens(self) -> bool:
+        """A new master of ours (a login)."""
+        return self.tunnel not in (Tunnel.KEEP, Tunnel.BORROW)
+
+    @property
+    def fresh(self) -> bool:
+        """Another master than the recorded one: no forward of ours on it."""
         return self.tunnel is not Tunnel.KEEP
 
 
-def plan(master: MasterState, rec: Optional[Record], answer: Answer, link: Optional[bool] = None) -> Plan:
+def plan(master: MasterState, rec: Optional[Record], answer: Answer, link: Optional[bool] = None, *, switched: bool = False) -> Plan:
     """What ``tb.start`` does, from what it saw (the table in the module
     docstring). ``link``: whether sshd answered through the master, asked
-    only when the probe hung (None: not asked)."""
+    only when the probe hung (None: not asked). ``switched``: the master is
+    the user's, and the session did not ride it so far (or is new)."""
+    if switched and master is MasterState.UP:
+        return Plan(Tunnel.BORROW, Board.ENSURE, keep_port=False)
     if master is MasterState.STALE:
         return Plan(Tunnel.CLEAR, Board.ENSURE, keep_port=False)
     if master is MasterState.NONE:
@@ -171,10 +195,12 @@ class Session:
             rec = record.load(host.paths)
             if rec is not None:
                 refuse_other_settings(rec, settings, self.label)
-            master = host.master()
-            seen = health.answer(rec, self.probe) if master.state is MasterState.UP else Answer.UNPROVEN
+            master = host.ride(rec.borrowed if rec else None, new=rec is None)
+            switched = master.borrowed and (rec is None or rec.borrowed != host.socket)
+            seen = health.answer(rec, self.probe) if master.state is MasterState.UP and not switched else Answer.UNPROVEN
             link = host.link_answers() if seen is Answer.HUNG else None
-            started = self._carry_out(plan(master.state, rec, seen, link), rec, master, settings, report)
+            chosen = plan(master.state, rec, seen, link, switched=switched)
+            started = self._carry_out(chosen, rec, master, settings, report)
         # Outside the lock: a watcher that is reconnecting waits for it.
         self._hand_over(started.record, report)
         report.result(started.url, f"{self.label}: TensorBoard ready at {started.url}")
@@ -211,7 +237,9 @@ class Session:
             host.clear_stale()
         elif chosen.tunnel is Tunnel.RECONNECT:
             say(f"{label}: {messages.RECONNECTING}")
-            host.drop(master.pid)
+            host.drop(master.pid, rec.forward if rec else None)
+        elif chosen.tunnel is Tunnel.BORROW:
+            say(f"{label}: riding your ssh master (pid {master.pid}, {host.socket}): no new login")
         watched = settings.reconnect if rec is None else rec.relay is not None
         watching = watched and rec is not None and resident.alive(rec.watcher)
         if chosen.board is Board.REUSE and rec is not None and rec.url:
@@ -238,7 +266,10 @@ class Session:
                 again = "re" if rec is not None and rec.remote_pid else ""
                 say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
             job = self._find(rec, chosen, report)
-            rec = self._recorded(rec, settings, job, opened=chosen.opens, local_port=local_port, master_pid=master_pid)
+            rec = self._recorded(
+                rec, settings, job, opened=chosen.fresh, local_port=local_port, master_pid=master_pid,
+                borrowed=host.socket if host.borrowing else None,
+            )
             if watched:
                 rec = dataclasses.replace(rec, relay=str(host.paths.relay))
             record.save(host.paths, rec)
@@ -316,7 +347,7 @@ class Session:
                 serve=self.placement.serve(settings),
                 logdir=settings.logdir,
                 remote_dir=settings.remote_dir,
-                socket=self.host.socket,
+                socket=str(self.host.paths.socket),
                 started_at=time.time(),
                 requested=requested(settings),
                 token=secrets.token_urlsafe(18) if settings.url_token else None,
@@ -327,7 +358,7 @@ class Session:
             rec = dataclasses.replace(rec, forward=None)  # forwards die with their master
         return dataclasses.replace(
             rec, target=self.host.target, logdir=settings.logdir, remote_dir=settings.remote_dir,
-            socket=self.host.socket, **now,
+            socket=str(self.host.paths.socket), **now,
         )
 
     # ------------------------------------------------------------ check
@@ -380,7 +411,7 @@ class Session:
         """Master, link, remote TensorBoard and page (the probe goes through
         the relay socket of a watched session: the master's forward)."""
         host, label = self.host, self.label
-        master = host.master()
+        master = host.follow(rec.borrowed if rec else None)
 
         def unwell(status: Status, detail: str) -> Health:
             return Health(status, label, detail)
@@ -392,6 +423,8 @@ class Session:
                 return unwell(Status.STALE_SOCKET, f"stale control socket {host.paths.socket} (the ssh master died); tb.start repairs it")
             return unwell(Status.NO_TUNNEL, "no tunnel (start one with tb.start)")
         pid = rec.remote_pid
+        if master.borrowed and master.state is not MasterState.UP:
+            return unwell(Status.NO_TUNNEL, f"your ssh master ({host.socket}) that the session rode is gone; TensorBoard pid {pid} not checked; tb.start (or the watcher) opens one of ours")
         if master.state is MasterState.STALE:
             return unwell(Status.STALE_SOCKET, f"stale control socket (the ssh master died); TensorBoard pid {pid} not checked; tb.start reopens the tunnel")
         if master.state is MasterState.NONE:
@@ -415,7 +448,8 @@ class Session:
         return self._healthy(rec, master.pid, int(reply.detail))
 
     def _healthy(self, rec: Record, master_pid: Optional[int], remote_pid: Optional[int]) -> Health:
-        return Health(Status.OK, self.label, f"ok {rec.url} ssh-master={master_pid} tensorboard={remote_pid} logdir={rec.logdir}")
+        yours = "(yours)" if rec.borrowed else ""
+        return Health(Status.OK, self.label, f"ok {rec.url} ssh-master={master_pid}{yours} tensorboard={remote_pid} logdir={rec.logdir}")
 
     # ------------------------------------------------------------- stop
 
@@ -429,7 +463,7 @@ class Session:
             say(f"{label}: stopped the watcher (pid {first.watcher.pid if first.watcher else '?'}); 127.0.0.1:{first.local_port} is closed")
         with state.locked(host.paths):
             rec = record.load(host.paths)
-            master = host.master()
+            master = host.follow(rec.borrowed if rec else None)
             if rec is None:
                 if master.state is MasterState.UP:
                     host.close()
@@ -460,7 +494,7 @@ class Session:
             if reply.word is Word.ERROR:
                 raise TbError(f"could not stop TensorBoard on {label}: {reply.detail}")
             if up:
-                host.close()
+                host.release(rec.forward)
             elif master.state is MasterState.STALE:
                 host.clear_stale()
             state.remove(host.paths)
@@ -469,7 +503,10 @@ class Session:
                 parts.append(self.placement.stopped(rec, reply))
             elif reply.word is Word.GONE:
                 parts.append(f"TensorBoard pid {reply.detail} had already exited")
-            parts.append(f"closed the tunnel (ssh master pid {master.pid})" if up else "no tunnel was open")
+            if up and master.borrowed:
+                parts.append(f"removed our forward from your ssh master (pid {master.pid}), which stays up")
+            else:
+                parts.append(f"closed the tunnel (ssh master pid {master.pid})" if up else "no tunnel was open")
             say(f"{label}: " + "; ".join(parts))
             self.placement.after_stop(host, say)
 
@@ -508,6 +545,8 @@ class _Launch:
         self.report.phase(f"{self.label}: waiting for the page")
         try:
             self._wait_page(rec)
+        except _NotThroughTheirs:
+            return self.run(self._own_master(rec), True)
         except StreamLocalRefused:
             return self.run(self._fall_back_to_tcp(rec), opened)
         except ForwardingForbidden as error:
@@ -612,11 +651,17 @@ class _Launch:
         unix = str(rec.endpoint).startswith("unix ")
         mark = self.host.log_size()
         next_liveness = time.monotonic() + LIVENESS_EVERY
+        closed = 0
         while True:
             page = self.session.probe(rec.url, via=rec.relay)
             if page.ok:
                 return
-            if "open failed" in self.host.log_since(mark):
+            if self.host.borrowing:
+                # No log of theirs to read: two connections closed unanswered.
+                closed = closed + 1 if "closed" in page.reason.lower() else 0
+                if closed >= 2 and self.host.run(remote.status_script(rec.rundir)).word is Word.RUNNING:
+                    raise _NotThroughTheirs()
+            elif "open failed" in self.host.log_since(mark):
                 self._refused(rec, unix)
             now = time.monotonic()
             if now >= next_liveness or now >= self.deadline:
@@ -626,6 +671,20 @@ class _Launch:
             if now >= self.deadline:
                 raise TbError(self._timed_out(rec, page.reason))
             time.sleep(PROBE_EVERY)
+
+    def _own_master(self, rec: Record) -> Record:
+        """Leave the user's master (cancel our forward on it) for one of ours."""
+        host, label = self.host, self.label
+        self.report.say(f"{label}: your ssh master closes the connections of our forward: opening a master of our own")
+        if rec.forward:
+            host.cancel(rec.forward)
+        host.borrowing = False
+        with self.report.login(f"{label}: connecting", prompts=host.may_prompt):
+            pid = host.open(self.settings.keepalive)
+        self.report.say(f"{label}: opened the tunnel (ssh master pid {pid})")
+        rec = dataclasses.replace(rec, forward=None, borrowed=None, master_pid=pid)
+        record.save(host.paths, rec)
+        return rec
 
     def _refused(self, rec: Record, unix: bool) -> None:
         """The master says a connection through our forward was refused
@@ -660,5 +719,5 @@ class _Launch:
         if rec.watcher is not None:
             resident.stop(self.host.paths, rec.watcher)
         if self.host.master().state is MasterState.UP:
-            self.host.close()
+            self.host.release(rec.forward)
         state.remove(self.host.paths, socket=True)

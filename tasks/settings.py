@@ -96,6 +96,11 @@ DEFAULTS: dict[str, Any] = {
     # prompting); "no": nothing resident but the ssh master, which then
     # holds the port itself, and tb.start reconnects.
     "reconnect": "yes",
+    # "yes": when ``ssh -G HOST`` names a ControlPath whose master is up
+    # (ControlMaster auto + ControlPersist in your ssh_config), the session
+    # rides it: no second login, no second two-factor prompt; "no": always
+    # our own master.
+    "user_master": "yes",
 }
 
 
@@ -119,6 +124,7 @@ class Settings:
     slurm_via: str = "srun"
     python: str = ""
     reconnect: bool = True
+    user_master: bool = True
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -245,5 +251,6 @@ def settings(config: Any, **flags: Any) -> Settings:
         slurm_via=choice(get("slurm_via"), "slurm_via", ("srun", "ssh")),
         python=text(get("python"), "python", allow_empty=True).strip(),
         reconnect=yes_no(get("reconnect"), "reconnect"),
+        user_master=yes_no(get("user_master"), "user_master"),
         local_port_explicit=local_port_explicit,
     )

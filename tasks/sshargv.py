@@ -190,8 +190,11 @@ def config_argv(target: Target, *options: str) -> list[str]:
 
 
 def resolve_argv(target: Target, control_dir: str, suffix: str = "") -> list[str]:
-    """``ssh -G`` that also expands our control path."""
-    return config_argv(target, "-o", f"ControlPath={control_path_pattern(control_dir, suffix)}")
+    """``ssh -G`` that also expands our control path, in one call: our
+    pattern goes in as ``IdentityAgent`` (a path option that expands the same
+    ``%C``, and that only this ``-G`` call sees), so ``controlpath`` stays the
+    user's own (the master they may keep open) and ``identityagent`` is ours."""
+    return config_argv(target, "-o", f"IdentityAgent={control_path_pattern(control_dir, suffix)}")
 
 
 def master_argv(target: Target, socket: str, keepalive: int, log: str) -> list[str]:
@@ -288,6 +291,10 @@ def remote_argv(target: Target, socket: Optional[str]) -> list[str]:
         argv += ["-S", socket, "-o", "ControlMaster=no"]
         if not target.batch:
             argv += ["-o", "BatchMode=yes"]
+    else:
+        # A login of its own: with the user's ``ControlMaster auto`` and
+        # ``ControlPersist``, it would stay behind as a master of theirs.
+        argv += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
     argv += ["-T", "-o", "RemoteCommand=none", "--", target.host, "sh -s"]
     return argv
 

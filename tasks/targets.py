@@ -78,7 +78,7 @@ def begin(shell: Shell, given: Target, settings: Settings, report: Reporter, job
     task runs, and what a session's watcher repairs it with."""
     if job is not None:
         return slurm.start_job(shell, given, settings, report, str(job))
-    return Session(Host.locate(shell, given, settings.control_dir)).start(settings, report)
+    return Session(Host.locate(shell, given, settings.control_dir, user_master=settings.user_master)).start(settings, report)
 
 
 def given_identities(config: Any) -> tuple[str, ...]:
@@ -121,7 +121,7 @@ def on_host(shell: Shell, given: Target, config: Settings) -> Iterator[Session]:
     it as a login host (``tb.check``/``tb.exit`` without ``--job`` must not
     say "nothing" while a job's TensorBoard runs). The host's own session
     is left out when it has nothing at all and jobs do."""
-    own = Session(Host.locate(shell, given, config.control_dir))
+    own = Session(Host.locate(shell, given, config.control_dir, user_master=config.user_master))
     jobs = [
         session for session in recorded(shell, config, batch=given.batch)
         if session.placement is not HERE and slurm.login_of(session.host.target) == given.label

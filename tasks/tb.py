@@ -58,6 +58,7 @@ _START_HELP = {
     "hosts": "Start several hosts at once, comma-separated (each gets its own local port).",
     "open": "Open the URL in your browser when ready (config: tb.open).",
     "reconnect": "yes (default): a small watcher keeps the URL working after sleep, roaming or a lost connection, never prompting; no: only the ssh master, as before.",
+    "user-master": "yes (default): ride your own live ssh master for the host (ControlMaster/ControlPersist in ssh_config), no second login; no: always our own.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
@@ -115,6 +116,7 @@ def start(
     job=None,
     slurm_via=None,
     reconnect=None,
+    user_master=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -133,6 +135,7 @@ def start(
         data_server=data_server,
         slurm_via=slurm_via,
         reconnect=reconnect,
+        user_master=user_master,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
@@ -251,7 +254,7 @@ def logs(c, host=None, control_dir=None, ssh_config=None, lines=40, follow=False
     """Show the tail of the remote TensorBoard log (--follow to keep watching)."""
     try:
         session, rec = _one_session(c, host, control_dir, ssh_config, job)
-        up = session.host.master().state is MasterState.UP
+        up = session.host.follow(rec.borrowed).state is MasterState.UP
         script = remote.log_script(rec.rundir, int(lines), follow=bool(follow))
         code = session.host.stream(script, follow=bool(follow), through_master=up)
         if code not in (0, 130):

@@ -52,7 +52,7 @@ def test_every_ssh_call_ends_options_with_a_double_dash_before_the_host(build):
 
 def test_the_control_path_is_short_and_expanded_by_ssh():
     argv = sshargv.resolve_argv(Target("a-very-long-host-name.example.org"), "/home/u/.ssh/controlmasters")
-    assert "ControlPath=/home/u/.ssh/controlmasters/tb-%C" in argv
+    assert "IdentityAgent=/home/u/.ssh/controlmasters/tb-%C" in argv
     assert argv[:2] == ["ssh", "-G"]
 
 
@@ -118,7 +118,7 @@ def test_a_compute_node_is_reached_through_the_login_nodes_master_without_a_seco
 
 def test_a_job_session_has_a_control_path_of_its_own_and_forwards_to_the_node():
     argv = sshargv.resolve_argv(Target("login"), "/cm", "-j0123abcd")
-    assert "ControlPath=/cm/tb-%C-j0123abcd" in argv
+    assert "IdentityAgent=/cm/tb-%C-j0123abcd" in argv
     with pytest.raises(ValueError):
         sshargv.control_path_pattern("/cm", "-j%h")
     assert sshargv.forward_spec(6006, "tcp 41234", "10.1.2.3") == "127.0.0.1:6006:10.1.2.3:41234"

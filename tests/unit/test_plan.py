@@ -49,6 +49,18 @@ def test_the_start_plan_follows_the_decision_table(master, rec, answer, link):
     assert plan(master, RECORDS[rec], answer, link) == expected(master, rec, answer, link)
 
 
-def test_only_a_master_that_is_kept_is_not_reopened():
+def test_only_a_master_that_is_kept_or_borrowed_is_not_opened_and_only_a_kept_one_keeps_its_forwards():
     for tunnel in Tunnel:
-        assert Plan(tunnel, Board.ENSURE, False).opens is (tunnel is not Tunnel.KEEP)
+        assert Plan(tunnel, Board.ENSURE, False).opens is (tunnel not in (Tunnel.KEEP, Tunnel.BORROW))
+        assert Plan(tunnel, Board.ENSURE, False).fresh is (tunnel is not Tunnel.KEEP)
+
+
+@pytest.mark.parametrize("rec", RECORDS)
+@pytest.mark.parametrize("answer", Answer)
+def test_the_users_live_master_newly_ridden_is_borrowed_whatever_else_was_seen(rec, answer):
+    assert plan(MasterState.UP, RECORDS[rec], answer, None, switched=True) == Plan(Tunnel.BORROW, Board.ENSURE, False)
+
+
+@pytest.mark.parametrize("master", [MasterState.NONE, MasterState.STALE])
+def test_a_users_master_that_is_not_up_is_never_borrowed(master):
+    assert plan(master, RECORDS["forwarded"], Answer.UNPROVEN, None, switched=True).tunnel is not Tunnel.BORROW
