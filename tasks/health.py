@@ -27,6 +27,13 @@ class Probe:
     def timed_out(self) -> bool:
         return not self.ok and "timed out" in self.reason
 
+    @property
+    def dropped(self) -> bool:
+        """Accepted, then closed (or reset) with no answer: what a master
+        does with a connection whose channel the server refused."""
+        reason = self.reason.lower()
+        return not self.ok and ("closed" in reason or "reset" in reason)
+
 
 #: Our probes go to our own 127.0.0.1 port, never through a proxy
 #: (``urllib`` would honour ``http_proxy``, ``HTTP_PROXY`` and ``all_proxy``,

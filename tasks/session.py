@@ -658,7 +658,7 @@ class _Launch:
                 return
             if self.host.borrowing:
                 # No log of theirs to read: two connections closed unanswered.
-                closed = closed + 1 if "closed" in page.reason.lower() else 0
+                closed = closed + 1 if page.dropped else 0
                 if closed >= 2 and self.host.run(remote.status_script(rec.rundir)).word is Word.RUNNING:
                     raise _NotThroughTheirs()
             elif "open failed" in self.host.log_since(mark):

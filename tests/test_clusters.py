@@ -15,6 +15,7 @@ from tensorboard_remote.sandbox import Sandbox, local_tensorboard_cmd
 
 from .conftest import BIN, REPO, http_json, tensorboards
 from .test_faults import one_line_error
+from .test_user_master import UserMaster
 
 
 # ------------------------------------------------- forwarding forbidden
@@ -39,6 +40,23 @@ def test_a_host_that_forbids_forwarding_is_a_one_line_error_within_seconds_and_l
     assert took < 20, took  # the start timeout is 30 s here: the refusal was seen, not waited out
     assert tensorboards(rig) == [] and rig.states() == []
     assert list(rig.control_dir.iterdir()) == []  # no socket, state, log or lock file
+
+
+def test_through_the_users_own_master_a_host_that_forbids_forwarding_says_so_and_leaves_their_master_up(rig, forbidding):
+    user = UserMaster(rig, forbidding)
+    user.open()
+    try:
+        result = rig.run([str(BIN / "fab"), "-H", "nofwd", "-S", str(user.config), "tb.start"])
+        line = one_line_error(result)
+        assert "riding your ssh master" in result.stdout
+        # Their master's log is not ours to read: our own master tells why.
+        assert "opening a master of our own" in result.stdout
+        assert line.startswith("tensorboard-remote: nofwd forbids port forwarding"), line
+        assert user.up(), "the user's master was closed"
+        assert tensorboards(rig) == [] and rig.states() == []
+        assert list(rig.control_dir.iterdir()) == []
+    finally:
+        user.close()
 
 
 # ------------------------------------------- a deep remote directory

@@ -23,17 +23,18 @@ class UserMaster:
     """The user's ssh_config (the sandbox's plus a ControlMaster of their own)
     and their master, opened as they would: ``ssh -fN host``."""
 
-    def __init__(self, rig) -> None:
+    def __init__(self, rig, box=None) -> None:
         self.rig = rig
+        self.box = box or rig.sandbox
         self.socket = Path(rig.control_dir).parent / f"u{rig.local_port}"
         self.config = Path(rig.root) / "user_ssh_config"
         self.config.write_text(
-            Path(rig.sandbox.ssh_config).read_text()
+            Path(self.box.ssh_config).read_text()
             + f"  ControlMaster auto\n  ControlPath {self.socket}\n  ControlPersist yes\n"
         )
 
     def ssh(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["ssh", "-F", str(self.config), *args, self.rig.host], capture_output=True, text=True, timeout=30)
+        return subprocess.run(["ssh", "-F", str(self.config), *args, self.box.alias], capture_output=True, text=True, timeout=30)
 
     def open(self) -> None:
         assert self.ssh("-fN").returncode == 0

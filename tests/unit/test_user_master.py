@@ -113,3 +113,20 @@ def test_check_reports_the_users_master_as_theirs_and_its_loss_as_such(tmp_path)
     world.theirs.unlink()
     seen = world.session.check()
     assert not seen.ok and f"your ssh master ({world.theirs}) that the session rode is gone" in seen.detail
+
+
+def test_a_users_master_that_drops_our_forwards_connections_is_left_for_a_master_of_ours(tmp_path):
+    status = reply("tbr-info endpoint unix /r/0123456789abcdef/tb.sock", "tbr running 22")
+    world = TwoMasters(tmp_path, {START: STARTED, r"sh -s'\n": status},
+                       probes=("Remote end closed connection without response", "[Errno 104] Connection reset by peer", "ok"))
+    world.start()
+    rec = record.load(world.paths)
+    assert "h: your ssh master closes the connections of our forward: opening a master of our own" in world.said()
+    assert len(world.shell.ran(r" -M ")) == 1 and rec.borrowed is None
+    assert world.on_theirs(r"-O cancel") and world.theirs.exists()
+
+
+def test_one_refused_connection_is_not_yet_a_reason_to_leave_their_master(tmp_path):
+    world = TwoMasters(tmp_path, {START: STARTED}, probes=("[Errno 111] Connection refused", "ok"))
+    world.start()
+    assert world.shell.ran(r" -M ") == [] and record.load(world.paths).borrowed == str(world.theirs)
