@@ -284,7 +284,7 @@ class Session:
         finally:
             if listener is not None:
                 listener.close()
-        rec = _Launch(self, settings, report).run(rec, chosen.opens)
+        rec = _Launch(self, settings, report).run(rec, chosen.fresh)
         assert rec.url is not None
         return Started(rec, rec.url, reused=False)
 
@@ -400,7 +400,7 @@ class Session:
             lost = time.strftime(" since %H:%M:%S", time.localtime(float(since))) if since else ""
             said = {
                 "reconnecting": f"reconnecting by itself (attempt {status.get('attempt')}{lost}; last try: {status.get('error') or '-'})",
-                "needs-login": f"{self.label} needs you to log in again{lost}: run tb.start (it logs in once; the URL stays the same)",
+                "needs-login": f"needs you to log in again{lost}: run tb.start (it logs in once; the URL stays the same)",
                 "host-key-refused": f"{status.get('error')}: stopped reconnecting; fix known_hosts, then tb.start",
                 "job-ended": f"{status.get('error')}: stopped reconnecting; tb.exit cleans up",
             }[phase]

@@ -187,7 +187,9 @@ class Watcher:
         except HostKeyRefused as error:
             self._set(phase=Phase.HOST_KEY.value, error=str(error))
         except JobEnded as error:
-            self._set(phase=Phase.JOB_ENDED.value, error=str(error))
+            log(str(error))
+            said = f"job {rec.job.id} has ended (Slurm no longer runs it on {rec.job.node})" if rec.job else str(error)
+            self._set(phase=Phase.JOB_ENDED.value, error=said)
         except Cancelled:
             raise
         except TbError as error:
