@@ -277,7 +277,7 @@ class Session:
                 try:
                     rec = self._spawn_watcher(rec, listener, settings, report)
                 except TbError:
-                    _Launch(self, settings, report)._discard(rec)
+                    self.discard(rec)
                     raise
                 finally:
                     listener = None
@@ -287,6 +287,22 @@ class Session:
         rec = _Launch(self, settings, report).run(rec, chosen.fresh)
         assert rec.url is not None
         return Started(rec, rec.url, reused=False)
+
+    def discard(self, rec: Record) -> None:
+        """After a failed start: leave nothing of ours running or recorded
+        (a watcher repairing its session keeps the record, says why, and
+        tries again)."""
+        try:
+            self.host.run(remote.stop_script(rec.rundir))
+        except TbError:
+            pass
+        if resident.is_self(rec.watcher):
+            return
+        if rec.watcher is not None:
+            resident.stop(self.host.paths, rec.watcher)
+        if self.host.master().state is MasterState.UP:
+            self.host.release(rec.forward)
+        state.remove(self.host.paths, socket=True)
 
     def _listen(self, rec: Optional[Record], settings: Settings, say: Say) -> socket.socket:
         """Bind the local port a new watcher is to own: the session's own
@@ -550,7 +566,7 @@ class _Launch:
         except StreamLocalRefused:
             return self.run(self._fall_back_to_tcp(rec), opened)
         except ForwardingForbidden as error:
-            self._discard(rec)
+            self.session.discard(rec)
             raise TbError(str(error)) from None
         return rec
 
@@ -571,7 +587,7 @@ class _Launch:
         self.report.phase(self.placement.starting(self.label, rec))
         reply = self.host.run(script, timeout=settings.start_timeout + self.host.shell.quick + 10)
         if reply.word is Word.ERROR:
-            self._discard(rec)
+            self.session.discard(rec)
             raise TbError(messages.start_error(reply.detail, self.label, settings))
         if reply.word is Word.DIED:
             self._died(rec)
@@ -603,7 +619,7 @@ class _Launch:
                 self.host.forward(spec, rec.local_port)
             except TbError:
                 if not reused:
-                    self._discard(rec)
+                    self.session.discard(rec)
                 raise
             self.report.say(f"{self.label}: forwarding 127.0.0.1:{rec.local_port} here to {self.placement.forwarded(rec, launch)}")
         rec = dataclasses.replace(rec, forward=spec)
@@ -703,21 +719,5 @@ class _Launch:
     def _died(self, rec: Record) -> NoReturn:
         """TensorBoard exited before it answered: say why, leave nothing behind."""
         message = messages.died(self.host.log_tail(rec.rundir), self.label, self.settings)
-        self._discard(rec)
+        self.session.discard(rec)
         raise TbError(message)
-
-    def _discard(self, rec: Record) -> None:
-        """After a failed start: leave nothing of ours running or recorded
-        (a watcher repairing its session keeps the record, says why, and
-        tries again)."""
-        try:
-            self.host.run(remote.stop_script(rec.rundir))
-        except TbError:
-            pass
-        if resident.is_self(rec.watcher):
-            return
-        if rec.watcher is not None:
-            resident.stop(self.host.paths, rec.watcher)
-        if self.host.master().state is MasterState.UP:
-            self.host.release(rec.forward)
-        state.remove(self.host.paths, socket=True)
