@@ -1,0 +1,124 @@
+"""The URL keeps working, against the faults issue 13 names that need more
+than a plain sandbox: a link that drops packets for longer than the
+keepalive window, a clock that jumps (the laptop slept), a host that wants a
+password, and a Slurm job (both ``slurm_via`` modes) whose master dies and
+whose job then ends.
+
+Each test starts a real session (real sshd, real TensorBoard), breaks one
+thing, types nothing until the issue says a person must, and ends with
+``tb.exit`` leaving nothing of ours behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .links import ClockJump
+from .procs import alive, cmdline, pids, wait_gone
+from .test_reconnect import fetch, serves, wait_serving, watch_logs, watchers
+
+#: The keepalive of the link test: the master gives up after 3 unanswered (6 s).
+KEEPALIVE = 2
+
+
+def watch_log(rig) -> Path:
+    """The session's watcher log (beside its control socket)."""
+    (log,) = rig.control_dir.glob("tb-*.watch.log")
+    return log
+
+
+def wait_phase(rig, phase: str, timeout: float = 30.0) -> dict:
+    """The watcher's status (as tb.list --json shows it) once it is in ``phase``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = rig.fab("tb.list", "--json")
+        rows = json.loads(listed.stdout) if listed.returncode == 0 and listed.stdout.strip() else []
+        status = rows[0].get("watcher") if rows else None
+        if status and status.get("phase") == phase:
+            return status
+        assert time.monotonic() < deadline, f"the watcher never reached {phase}: {status}\n{watch_logs(rig.url)}"
+        time.sleep(0.3)
+
+
+def ours_left(*markers: str) -> list[tuple[int, str]]:
+    return [(pid, cmdline(pid)) for pid in pids() if pid != os.getpid() and alive(pid) and any(m in cmdline(pid) for m in markers)]
+
+
+def exits_leaving_nothing(rig, *args: str) -> None:
+    """tb.exit stops the session; nothing of ours runs and nothing is left in
+    the control directory (as test_reconnect's first test asks)."""
+    data = rig.only_state()
+    stop = rig.fab("tb.exit", *args)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "stopped the watcher" in stop.stdout, stop.stdout
+    watcher = data["watcher"]["pid"]
+    assert wait_gone(watcher) and wait_gone(data["master_pid"])
+    if data.get("remote_pid"):
+        assert wait_gone(data["remote_pid"], timeout=15), "TensorBoard outlived tb.exit"
+    assert rig.states() == []
+    assert sorted(p.name for p in rig.control_dir.iterdir()) == []
+    assert ours_left(str(rig.control_dir)) == []
+
+
+def started_with(rig, **env: str):
+    result = rig.fab("tb.start", env=rig.env(**env))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reconnects by itself" in result.stdout
+    assert serves(rig.url)
+    return result
+
+
+# ------------------------------------------------ 1. the link, down and back
+
+
+def answers_while_down(rig, url: str) -> None:
+    """The URL answers at once: the page for a navigation, a 503 for data;
+    tb.check says reconnecting."""
+    status, headers, body = fetch(url, accept="text/html", timeout=3)
+    assert status == 503 and "reconnecting to linked (attempt" in body, body
+    assert 'http-equiv="refresh"' in body and headers.get("Retry-After")
+    status, headers, body = fetch(url + "data/runs", timeout=3)
+    assert status == 503 and headers.get("Retry-After") and body.startswith("tensorboard-remote: reconnecting"), body
+    check = rig.fab("tb.check")
+    assert check.returncode != 0 and "reconnecting" in check.stdout, check.stdout
+    assert "linked: reconnecting by itself (attempt" in check.stdout, check.stdout
+
+
+def test_a_link_down_for_longer_than_the_keepalive_window_serves_again_by_itself(linked_rig, link):
+    rig = linked_rig
+    started_with(rig, FABRIC_TB_KEEPALIVE=str(KEEPALIVE))
+    url, data = rig.url, rig.only_state()
+    assert f"ServerAliveInterval={KEEPALIVE}" in cmdline(data["master_pid"])
+    link.down()
+    down_at = time.monotonic()
+    try:
+        # The master's ssh is dropped (by the watcher, or by its keepalives).
+        assert wait_gone(data["master_pid"], timeout=KEEPALIVE * 3 + 15), watch_logs(url)
+        wait_phase(rig, "reconnecting")
+        answers_while_down(rig, url)
+        # The outage outlasts the keepalive window (3 unanswered): still at
+        # once, still reconnecting.
+        time.sleep(max(0.0, KEEPALIVE * 4 - (time.monotonic() - down_at)))
+        answers_while_down(rig, url)
+        assert not serves(url)
+    finally:
+        link.up()
+    # No command typed: the same URL serves again.
+    wait_serving(url, timeout=40)
+    now = rig.only_state()
+    assert rig.url == url and now["master_pid"] != data["master_pid"]
+    assert now["remote_pid"] == data["remote_pid"]  # TensorBoard lived on behind the link
+    check = rig.fab("tb.check")
+    assert check.returncode == 0, check.stdout
+    found = re.search(r"serving reconnects=(\d+) last-outage=\S+ \S+ \(", check.stdout)
+    assert found and int(found.group(1)) >= 1, check.stdout
+    assert watchers(rig) == [data["watcher"]["pid"]]
+    print(watch_log(rig).read_text())
+    exits_leaving_nothing(rig)
