@@ -122,3 +122,64 @@ def test_a_link_down_for_longer_than_the_keepalive_window_serves_again_by_itself
     assert watchers(rig) == [data["watcher"]["pid"]]
     print(watch_log(rig).read_text())
     exits_leaving_nothing(rig)
+
+
+# ------------------------------------------------ 2. the clock jumps (the laptop slept)
+
+
+def wait_logged(log: Path, pattern: str, start: int = 0, timeout: float = 30.0) -> re.Match:
+    """The first match of ``pattern`` in ``log`` from character ``start`` on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        found = re.compile(pattern, re.M).search(text, start)
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{pattern!r} never showed in {log}:\n{text}"
+        time.sleep(0.1)
+
+
+def phases(text: str) -> list[str]:
+    """The phases the watcher logged, in order (its lines 'DATE TIME PHASE[: why]')."""
+    names = "starting|serving|reconnecting|needs-login|host-key-refused|job-ended|stopping"
+    return re.findall(rf"^\S+ \S+ ({names})(?::|$)", text, re.M)
+
+
+def test_after_a_clock_jump_the_watcher_probes_at_once_and_reconnects_when_the_link_is_back(linked_rig, link, tmp_path):
+    from tensorboard_remote import resident, state
+
+    rig = linked_rig
+    clock = ClockJump(tmp_path / "clock")
+    # The watcher inherits tb.start's environment, and with it the clock.
+    started = rig.fab("tb.start", env=clock.env(rig.env()))
+    assert started.returncode == 0, started.stdout + started.stderr
+    url, data = rig.url, rig.only_state()
+    assert "TBR_TEST_CLOCK_OFFSET_FILE" in Path(f"/proc/{data['watcher']['pid']}/environ").read_text()
+    log = watch_log(rig)
+    (paths,) = state.all_paths(rig.control_dir)
+    # A probe now (it serves): the watcher's next regular one is PROBE_EVERY away.
+    assert resident.ask(paths, "probe", timeout=30)["phase"] == "serving"
+    mark = len(log.read_text())
+    link.down()  # the lid closes: the link drops without a word
+    began = time.monotonic()
+    try:
+        clock.jump(600)  # ... and opens ten minutes later
+        jumped = wait_logged(log, r"the clock jumped (\d+)s \(the machine slept\): probing now$", mark)
+        assert int(jumped.group(1)) >= 590
+        # The probe the jump asked for finds the link dead: reconnecting.
+        wait_logged(log, r"^\S+ \S+ reconnecting$", mark)
+        took = time.monotonic() - began
+        text = log.read_text()
+        assert phases(text[:mark])[-1] == "serving" and "reconnecting" not in phases(text[mark:jumped.start()]), text
+        assert phases(text[jumped.end():])[0] == "reconnecting", text
+        print(f"reconnecting {took:.1f}s after the jump")
+        assert not serves(url)
+    finally:
+        link.up()
+    wait_serving(url, timeout=40)
+    assert rig.url == url and rig.only_state()["remote_pid"] == data["remote_pid"]
+    assert phases(log.read_text())[-1] == "serving"
+    check = rig.fab("tb.check")
+    assert check.returncode == 0 and "serving reconnects=1 last-outage=" in check.stdout, check.stdout
+    print(log.read_text())
+    exits_leaving_nothing(rig)
