@@ -51,20 +51,26 @@ def ours_left(*markers: str) -> list[tuple[int, str]]:
     return [(pid, cmdline(pid)) for pid in pids() if pid != os.getpid() and alive(pid) and any(m in cmdline(pid) for m in markers)]
 
 
-def exits_leaving_nothing(rig, *args: str) -> None:
-    """tb.exit stops the session; nothing of ours runs and nothing is left in
-    the control directory (as test_reconnect's first test asks)."""
-    data = rig.only_state()
-    stop = rig.fab("tb.exit", *args)
+def records(control_dir: Path) -> list[dict]:
+    from tensorboard_remote import state
+
+    return [state.read(paths) for paths in state.all_paths(control_dir)] if control_dir.exists() else []
+
+
+def exits_leaving_nothing(runner, *args: str) -> None:
+    """tb.exit stops the session; nothing of ours runs (watcher, master,
+    TensorBoard) and nothing is left in the control directory (as
+    test_reconnect's first test asks)."""
+    (data,) = records(runner.control_dir)
+    stop = runner.fab("tb.exit", *args)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "stopped the watcher" in stop.stdout, stop.stdout
-    watcher = data["watcher"]["pid"]
-    assert wait_gone(watcher) and wait_gone(data["master_pid"])
+    assert wait_gone(data["watcher"]["pid"]) and wait_gone(data["master_pid"])
     if data.get("remote_pid"):
         assert wait_gone(data["remote_pid"], timeout=15), "TensorBoard outlived tb.exit"
-    assert rig.states() == []
-    assert sorted(p.name for p in rig.control_dir.iterdir()) == []
-    assert ours_left(str(rig.control_dir)) == []
+    assert records(runner.control_dir) == []
+    assert sorted(p.name for p in runner.control_dir.iterdir()) == []
+    assert ours_left(str(runner.control_dir)) == []
 
 
 def started_with(rig, **env: str):
@@ -183,3 +189,65 @@ def test_after_a_clock_jump_the_watcher_probes_at_once_and_reconnects_when_the_l
     assert check.returncode == 0 and "serving reconnects=1 last-outage=" in check.stdout, check.stdout
     print(log.read_text())
     exits_leaving_nothing(rig)
+
+
+# ------------------------------------------------ 3. a host that wants a password
+
+from .test_prompts import PASSWORD, PW_USER, password_host, terminal, user  # noqa: E402,F401 - fixtures
+
+
+def password_logins(user) -> int:
+    return user.cluster["box"].log.read_text(errors="replace").count("Accepted password")
+
+
+def test_a_password_host_waits_in_needs_login_without_prompting_and_start_logs_in_once_for_the_same_url(user, terminal):
+    prompt = f"{PW_USER}@127.0.0.1's password:"
+    before = password_logins(user)
+    pane = terminal(*user.start_argv("fab"))
+    pane.wait_for(re.escape(prompt))
+    pane.type(PASSWORD)
+    url = pane.wait_for(r"TensorBoard ready at (http://127\.0\.0\.1:\d+/\S+/)").group(1)
+    assert pane.wait_for(r"tbr-exit=(\d+)").group(1) == "0", pane.screen()
+    assert "reconnects by itself" in pane.screen() and serves(url)
+    assert password_logins(user) == before + 1
+    (data,) = records(user.control_dir)
+    watcher = data["watcher"]["pid"]
+
+    os.kill(data["master_pid"], signal.SIGKILL)
+    assert wait_gone(data["master_pid"])
+    # The watcher tries in BatchMode: no prompt, no password sent; it waits for a person.
+    deadline = time.monotonic() + 30
+    while True:
+        status, headers, body = fetch(url, accept="text/html", timeout=3)
+        if "needs you to log in" in body or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert status == 503 and "pwhost needs you to log in again: run tb.start" in body, body
+    assert 'http-equiv="refresh"' in body and headers.get("Retry-After")
+    status, headers, body = fetch(url + "data/runs", timeout=3)
+    assert status == 503 and headers.get("Retry-After"), body
+    check = user.fab("tb.check")
+    assert check.returncode != 0 and "needs-login" in check.stdout, check.stdout
+    assert "pwhost needs you to log in again" in check.stdout and f"watcher={watcher} needs-login" in check.stdout
+    log = next(user.control_dir.glob("tb-*.watch.log")).read_text()
+    assert "needs-login: " in log and "Permission denied" in log, log
+    # Still waiting a while later: it does not retry a login that needs a person.
+    time.sleep(3)
+    assert phases(next(user.control_dir.glob("tb-*.watch.log")).read_text())[-1] == "needs-login"
+    assert password_logins(user) == before + 1
+    assert [p for p, cmd in ours_left(str(user.control_dir)) if " -M " in cmd] == []  # no master waits on a prompt
+
+    # tb.start, at a terminal: the prompt, once; the same URL serves again.
+    again = terminal(*user.start_argv("fab"))
+    again.wait_for(re.escape(prompt))
+    again.type(PASSWORD)
+    assert again.wait_for(r"tbr-exit=(\d+)").group(1) == "0", again.screen()
+    assert f"TensorBoard ready at {url}" in again.screen(), again.screen()
+    assert again.screen().count(prompt) == 1, again.screen()
+    wait_serving(url, timeout=20)
+    assert password_logins(user) == before + 2
+    (now,) = records(user.control_dir)
+    assert now["watcher"]["pid"] == watcher and now["remote_pid"] == data["remote_pid"]
+    check = user.fab("tb.check")
+    assert check.returncode == 0 and f"watcher={watcher} serving reconnects=1" in check.stdout, check.stdout
+    exits_leaving_nothing(user)
