@@ -11,6 +11,7 @@ thing, types nothing until the issue says a person must, and ends with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,8 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from tensorboard_remote import resident, state
+
 from .links import ClockJump
-from .procs import alive, cmdline, pids, wait_gone
+from .procs import alive, cmdline, family, pids, wait_gone
+from .slurm_fixtures import job_tensorboards, ready_url, running_job
+from .slurmcluster import why_not
+from .test_prompts import PASSWORD, PW_USER, password_host, terminal, user  # noqa: F401 - fixtures
 from .test_reconnect import fetch, serves, wait_serving, watch_logs, watchers
 
 #: The keepalive of the link test: the master gives up after 3 unanswered (6 s).
@@ -52,22 +58,23 @@ def ours_left(*markers: str) -> list[tuple[int, str]]:
 
 
 def records(control_dir: Path) -> list[dict]:
-    from tensorboard_remote import state
-
     return [state.read(paths) for paths in state.all_paths(control_dir)] if control_dir.exists() else []
 
 
 def exits_leaving_nothing(runner, *args: str) -> None:
-    """tb.exit stops the session; nothing of ours runs (watcher, master,
+    """tb.exit stops the session; nothing of ours runs (watcher, masters,
     TensorBoard) and nothing is left in the control directory (as
     test_reconnect's first test asks)."""
-    (data,) = records(runner.control_dir)
+    data = records(runner.control_dir)
+    (watcher,) = [rec["watcher"]["pid"] for rec in data if rec.get("watcher")]
     stop = runner.fab("tb.exit", *args)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "stopped the watcher" in stop.stdout, stop.stdout
-    assert wait_gone(data["watcher"]["pid"]) and wait_gone(data["master_pid"])
-    if data.get("remote_pid"):
-        assert wait_gone(data["remote_pid"], timeout=15), "TensorBoard outlived tb.exit"
+    assert wait_gone(watcher)
+    for rec in data:
+        assert wait_gone(rec["master_pid"]), f"master {rec['master_pid']} outlived tb.exit"
+        if rec.get("remote_pid"):
+            assert wait_gone(rec["remote_pid"], timeout=15), "TensorBoard outlived tb.exit"
     assert records(runner.control_dir) == []
     assert sorted(p.name for p in runner.control_dir.iterdir()) == []
     assert ours_left(str(runner.control_dir)) == []
@@ -152,8 +159,6 @@ def phases(text: str) -> list[str]:
 
 
 def test_after_a_clock_jump_the_watcher_probes_at_once_and_reconnects_when_the_link_is_back(linked_rig, link, tmp_path):
-    from tensorboard_remote import resident, state
-
     rig = linked_rig
     clock = ClockJump(tmp_path / "clock")
     # The watcher inherits tb.start's environment, and with it the clock.
@@ -193,7 +198,6 @@ def test_after_a_clock_jump_the_watcher_probes_at_once_and_reconnects_when_the_l
 
 # ------------------------------------------------ 3. a host that wants a password
 
-from .test_prompts import PASSWORD, PW_USER, password_host, terminal, user  # noqa: E402,F401 - fixtures
 
 
 def password_logins(user) -> int:
@@ -251,3 +255,78 @@ def test_a_password_host_waits_in_needs_login_without_prompting_and_start_logs_i
     check = user.fab("tb.check")
     assert check.returncode == 0 and f"watcher={watcher} serving reconnects=1" in check.stdout, check.stdout
     exits_leaving_nothing(user)
+
+
+# ------------------------------------------------ 4. a Slurm job: the master dies, then the job ends
+
+
+
+def masters_of(runner) -> list[int]:
+    return [pid for pid, cmd in ours_left(str(runner.control_dir)) if " -M " in cmd]
+
+
+def node_tensorboards(cluster) -> list[int]:
+    return [pid for pid in pids() if str(cluster["logdir"]) in cmdline(pid) and "launch.py" in cmdline(pid) and alive(pid)]
+
+
+def check_of(session, job: str) -> str:
+    checked = session.fab("tb.check", "--job", job)
+    return checked.stdout + checked.stderr
+
+
+@pytest.mark.skipif(why_not() is not None, reason=f"no Slurm here: {why_not()}")
+@pytest.mark.parametrize("via", ["srun", "ssh"])
+def test_a_job_session_reconnects_by_itself_and_stops_retrying_once_the_job_has_ended(session, slurm, cluster, via):
+    job = running_job(slurm, name=f"faults-{via}")
+    started = session.fab("tb.start", "--job", job, "--slurm-via", via)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "reconnects by itself" in started.stdout
+    url = ready_url(started)
+    assert serves(url)
+    (watcher,) = [rec["watcher"]["pid"] for rec in records(session.control_dir) if rec.get("watcher")]
+    tensorboards = job_tensorboards(slurm) if via == "srun" else node_tensorboards(cluster)
+    assert len(tensorboards) == 1
+
+    # The laptop slept: the master(s) died (the login node's, and in ssh mode the node's too).
+    masters = masters_of(session)
+    assert len(masters) == (1 if via == "srun" else 2)
+    for pid in masters:
+        os.kill(pid, signal.SIGKILL)
+    assert all(wait_gone(pid) for pid in masters)
+    wait_serving(url, timeout=40)  # no command typed
+    assert all(pid not in masters for pid in masters_of(session)) and len(masters_of(session)) == len(masters)
+    assert all(alive(pid) for pid in tensorboards)  # the same TensorBoard, in the same job
+    checked = check_of(session, job)
+    assert f"watcher={watcher} serving reconnects=1 last-outage=" in checked, checked
+
+    # The job ends.
+    slurm.cancel(job)
+    if via == "ssh":
+        # As pam_slurm_adopt does at the job's end: what was adopted into the
+        # job (TensorBoard, and the node's sshd serving our connection) ends.
+        node_sshd = cluster["node"].pid()
+        for pid in tensorboards + [p for p in family(node_sshd) if p != node_sshd]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert all(wait_gone(pid, 15) for pid in tensorboards)
+    deadline = time.monotonic() + 40
+    while True:
+        status, headers, body = fetch(url, accept="text/html", timeout=3)
+        if f"job {job} has ended" in body or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert status == 503 and f"job {job} has ended" in body and "tb.exit cleans up" in body, body
+    assert headers.get("Retry-After")
+    checked = check_of(session, job)
+    assert "job-ended" in checked and f"job {job} has ended" in checked and "stopped reconnecting" in checked, checked
+    # It stops retrying: a while later still job-ended, no attempt in flight, no new master.
+    log_path = next(p for p in session.control_dir.glob("tb-*.watch.log") if p.stat().st_size)
+    logged, standing = phases(log_path.read_text()), masters_of(session)
+    time.sleep(5)
+    assert family(watcher) == [watcher], "the watcher still runs a reconnect"
+    assert masters_of(session) == standing  # none opened meanwhile
+    assert phases(log_path.read_text()) == logged and logged[-1] == "job-ended", log_path.read_text()
+    checked = check_of(session, job)
+    assert f"watcher={watcher} job-ended reconnects=1" in checked, checked
+    print(log_path.read_text())
+    exits_leaving_nothing(session, "--job", job)
