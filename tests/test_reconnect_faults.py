@@ -27,7 +27,7 @@ from .links import ClockJump
 from .procs import alive, cmdline, family, pids, wait_gone
 from .slurm_fixtures import job_tensorboards, ready_url, running_job
 from .slurmcluster import why_not
-from .test_prompts import PASSWORD, PW_USER, password_host, terminal, user  # noqa: F401 - fixtures
+from .terminal_fixtures import NEEDS_ROOT_AND_TMUX, PASSWORD, PW_USER
 from .test_reconnect import fetch, serves, wait_serving, watch_logs, watchers
 
 #: The keepalive of the link test: the master gives up after 3 unanswered (6 s).
@@ -204,6 +204,7 @@ def password_logins(user) -> int:
     return user.cluster["box"].log.read_text(errors="replace").count("Accepted password")
 
 
+@NEEDS_ROOT_AND_TMUX
 def test_a_password_host_waits_in_needs_login_without_prompting_and_start_logs_in_once_for_the_same_url(user, terminal):
     prompt = f"{PW_USER}@127.0.0.1's password:"
     before = password_logins(user)
@@ -232,7 +233,7 @@ def test_a_password_host_waits_in_needs_login_without_prompting_and_start_logs_i
     assert status == 503 and headers.get("Retry-After"), body
     check = user.fab("tb.check")
     assert check.returncode != 0 and "needs-login" in check.stdout, check.stdout
-    assert "pwhost needs you to log in again" in check.stdout and f"watcher={watcher} needs-login" in check.stdout
+    assert "pwhost: needs you to log in again" in check.stdout and f"watcher={watcher} needs-login" in check.stdout
     log = next(user.control_dir.glob("tb-*.watch.log")).read_text()
     assert "needs-login: " in log and "Permission denied" in log, log
     # Still waiting a while later: it does not retry a login that needs a person.
