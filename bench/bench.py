@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import os
 import random
+import resource
 import signal
 import shutil
 import socket
@@ -94,6 +95,12 @@ def machine_cpu() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU-seconds of the children this process has waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mb(pid: int) -> float:
@@ -508,11 +515,17 @@ def stub_hosts(bench: Bench, counts: tuple[int, ...], rounds: int, add) -> dict[
     for _ in range(rounds):
         for n in counts:
             hosts = ",".join(f"h{i}" for i in range(n))
-            cpu = machine_cpu()
+            cpu, waited = machine_cpu(), children_cpu()
             add(f"stub: {n} host(s) at once: start", bench.invoke("tb.start", "--hosts", hosts, env=env))
             # Every process's CPU here (sshd, login shells, the stubs, our
-            # watchers; and whatever else runs on this shared machine).
+            # watchers; and whatever else runs on this shared machine) ...
             add(f"stub: {n} host(s) at once: start, machine CPU-s", machine_cpu() - cpu)
+            # ... and the part that is ours, here: invoke and what it waited
+            # for (its ssh clients), the masters and the watchers it left.
+            local = children_cpu() - waited
+            for data in bench.sessions():
+                local += sum(cpu_seconds(pid) for pid in (data["master_pid"], data["watcher"]["pid"]))
+            add(f"stub: {n} host(s) at once: start, local CPU-s (invoke, ssh, watchers)", local)
             left[n] = bench.resident_after_start()
             cpu = machine_cpu()
             add(f"stub: {n} host(s) at once: exit", bench.invoke("tb.exit", env=env))
