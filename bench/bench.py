@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 
 from tasks import record, resident, state  # noqa: E402
+from tasks.watcher import PROBE_EVERY  # noqa: E402
 from tasks.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir  # noqa: E402
 from tests.procs import family  # noqa: E402
 
@@ -300,8 +301,9 @@ def hung_link(bench: Bench, box: Sandbox, clock=None) -> tuple[float, float]:
     serving = [pid for pid in family(sshd) if pid != sshd and pid not in keep]
     if not serving:
         raise RuntimeError("no sshd process serves the master")
-    # A random phase against the watcher's probe cycle (PROBE_EVERY).
-    time.sleep(random.uniform(0, 1))
+    # A random phase against the watcher's probe cycle: settle() returns
+    # just after a repair, i.e. just after a probe.
+    time.sleep(random.uniform(0, PROBE_EVERY))
     with frozen(serving):
         began = time.perf_counter()
         if clock is not None:
@@ -383,7 +385,7 @@ def link_figures(bench: Bench, rounds: int, add) -> list[str]:
         bench.fab("tb.start", host="linked")
         for _ in range(rounds):
             paths, data = settle(bench)
-            time.sleep(random.uniform(0, 1))
+            time.sleep(random.uniform(0, PROBE_EVERY))  # as in hung_link
             namespace.link.down()
             try:
                 began = time.perf_counter()
