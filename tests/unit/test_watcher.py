@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -121,3 +123,24 @@ def test_a_record_that_names_another_watcher_ends_this_one(world):
     record.save(world.paths, dataclasses.replace(world.rec, watcher=WatcherRef(1, "other")))
     world.watcher.step()
     assert world.watcher.stopping
+
+
+def test_the_watcher_process_imports_neither_invoke_nor_the_tasks():
+    """What ``python -m tensorboard_remote.watcher`` loads: the package's
+    tasks and invoke were half of its start-up CPU, per session."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, tensorboard_remote.watcher\n"
+         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'invoke' or m == 'tensorboard_remote.tb'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_the_package_still_gives_invoke_its_namespace_and_the_task_module():
+    import tensorboard_remote
+    from invoke import Collection
+
+    assert {"tb.start", "tb.exit", "tb.check"} <= set(Collection.from_module(tensorboard_remote).task_names)
+    from tensorboard_remote import ns, tb
+
+    assert tb.__name__ == "tensorboard_remote.tb" and "start" in ns.collections["tb"].tasks
