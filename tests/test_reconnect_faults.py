@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -331,3 +332,61 @@ def test_a_job_session_reconnects_by_itself_and_stops_retrying_once_the_job_has_
     assert f"watcher={watcher} job-ended reconnects=1" in checked, checked
     print(log_path.read_text())
     exits_leaving_nothing(session, "--job", job)
+
+
+# ------------------------------------------------------- a changed host key
+
+
+def test_a_changed_host_key_is_never_accepted_the_watcher_stops_retrying_and_says_why(base, logdir, tmp_path, short_dir):
+    """The host comes back with another host key (reinstalled, or someone in
+    the middle): the watcher's BatchMode ssh refuses it, the session says so
+    and stops retrying, and known_hosts is untouched."""
+    from tensorboard_remote.sandbox import Sandbox
+
+    from .conftest import rig_in
+
+    box = Sandbox(base / "sshd-rekey", alias="rekey").create().start()
+    keys = {name: (box.dir / name).read_bytes() for name in ("host_ed25519", "host_ed25519.pub")}
+    try:
+        with rig_in(box, logdir, tmp_path, short_dir) as rig:
+            started = rig.fab("tb.start")
+            assert started.returncode == 0, started.stdout + started.stderr
+            url, known = rig.url, (box.dir / "known_hosts").read_bytes()
+            master = rig.only_state()["master_pid"]
+            # Another host key at the same address, and our master lost.
+            box.stop()
+            for name in keys:
+                (box.dir / name).unlink()
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(box.dir / "host_ed25519")], check=True)
+            box.start()
+            os.kill(master, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while True:
+                status, headers, body = fetch(url, accept="text/html")
+                if "stopped reconnecting" in body or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert status == 503 and "Host key verification failed" in body and "stopped reconnecting" in body, body + watch_logs(url)
+            checked = rig.fab("tb.check")
+            assert checked.returncode != 0 and "host-key-refused" in checked.stdout, checked.stdout
+            assert "fix known_hosts, then tb.start" in checked.stdout
+            paths = state.Paths(Path(rig.only_state()["socket"]))
+            before = resident.ask(paths, "status")
+            time.sleep(4)  # longer than the longest backoff
+            after = resident.ask(paths, "status")
+            assert before["phase"] == after["phase"] == "host-key-refused" and after["attempt"] == before["attempt"], (before, after)
+            assert (box.dir / "known_hosts").read_bytes() == known, "known_hosts was changed"
+            # The host's own key back: tb.start carries on with the same URL.
+            box.stop()
+            for name, data in keys.items():
+                (box.dir / name).write_bytes(data)
+            (box.dir / "host_ed25519").chmod(0o600)
+            box.start()
+            restarted = rig.fab("tb.start")
+            assert restarted.returncode == 0 and url in restarted.stdout, restarted.stdout + restarted.stderr
+            wait_serving(url)
+            stopped = rig.fab("tb.exit")
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+            assert rig.states() == [] and list(rig.control_dir.iterdir()) == []
+    finally:
+        box.stop()
