@@ -34,7 +34,6 @@ Nothing is asserted: this prints figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import resource
@@ -56,7 +55,7 @@ BIN = Path(sys.executable).parent
 from tasks import record, resident, state  # noqa: E402
 from tasks.watcher import PROBE_EVERY  # noqa: E402
 from tasks.sandbox import Sandbox, free_port, local_tensorboard_cmd, write_sample_logdir  # noqa: E402
-from tests.procs import family  # noqa: E402
+from tests.procs import family, frozen  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from stub_tensorboard import python_setting  # noqa: E402
@@ -109,19 +108,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-@contextlib.contextmanager
-def frozen(pids: list[int]):
-    """SIGSTOP ``pids`` (a hung link), SIGCONT on the way out."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 def wait_http(url: str, timeout: float = 60.0) -> None:

@@ -256,20 +256,6 @@ def more_sandboxes(base, nothing_left_behind) -> list[Sandbox]:
         box.stop()
 
 
-@contextlib.contextmanager
-def frozen(pids: list[int]):
-    """SIGSTOP ``pids`` (a link or a TensorBoard that stopped answering), SIGCONT on the way out."""
-    assert pids
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
 def chromium_flags(profile: Path) -> list[str]:
     """Headless Chromium that reaches 127.0.0.1 and nothing else: its own
     background calls (updates, safe browsing, fonts) go to a closed local

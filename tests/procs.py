@@ -8,7 +8,9 @@ that exits under it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -133,3 +135,17 @@ def listening_tcp_inodes() -> set[str]:
             if fields[3] == "0A":
                 inodes.add(fields[9])
     return inodes
+
+
+@contextlib.contextmanager
+def frozen(pids: list[int]):
+    """SIGSTOP ``pids`` (a link or a TensorBoard that stopped answering), SIGCONT on the way out."""
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, frozen, http_json, tensorboards
-from .procs import alive, family, ours, wait_gone
+from .conftest import BIN, http_json, tensorboards
+from .procs import alive, family, frozen, ours, wait_gone
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import frozen, http_json, tensorboards
-from .procs import alive, wait_gone
+from .conftest import http_json, tensorboards
+from .procs import alive, frozen, wait_gone
 
 
 def started(result: subprocess.CompletedProcess, rig) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, frozen, tensorboards
-from .procs import alive, cmdline, family, ours, wait_gone
+from .conftest import BIN, tensorboards
+from .procs import alive, family, frozen, ours, wait_gone
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -210,7 +210,7 @@ def test_ssh_mode_exit_after_the_job_ended_and_the_node_refuses_us_removes_the_r
 
 @pytest.mark.parametrize("via", ["srun", "ssh"])
 def test_start_over_a_hung_login_connection_reconnects_to_the_same_tensorboard(session, slurm, cluster, via):
-    from .conftest import frozen
+    from .procs import frozen
     from .procs import family
 
     # Without a watcher (reconnect=no): tb.start is what reconnects.
