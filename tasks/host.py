@@ -357,6 +357,8 @@ class Host:
         )
         reply = remote.Reply.parse(outcome.stdout)
         if reply is None:
+            if through_master and not Path(self.socket).exists():
+                raise RemoteFailed(f"remote step on {self.label} failed: the ssh master is gone (its socket {self.socket} vanished)")
             raise RemoteFailed(f"remote step on {self.label} failed: {outcome.reason}")
         return reply
 

@@ -278,6 +278,17 @@ def control_argv(target: Target, socket: str, operation: str) -> list[str]:
     return ["ssh", *base_options(target), "-S", socket, "-O", operation, "--", target.host]
 
 
+#: A call meant to ride a master fails at once if that master is gone,
+#: instead of logging in afresh: ``-S`` with ``ControlMaster=no`` falls back
+#: to a connection of its own when the socket does not answer, and that
+#: connection's ProxyCommand (first on the command line, so it wins over a
+#: jump's and over ssh_config's ProxyJump) is ``false``. A live master never
+#: looks at it. (Measured: a master that died between ``-O check`` and the
+#: start script let the script log in by itself and report "reusing the
+#: tunnel" with no master behind the forward.)
+MASTER_ONLY = ("-o", "ProxyCommand=false")
+
+
 def remote_argv(target: Target, socket: Optional[str]) -> list[str]:
     """Run a POSIX sh script (fed on stdin) on the remote.
 
@@ -285,7 +296,10 @@ def remote_argv(target: Target, socket: Optional[str]) -> list[str]:
     on stdin so that the remote login shell (bash, zsh, tcsh...) only ever
     sees the two words ``sh -s``.
     """
-    argv = ["ssh", *base_options(target)]
+    argv = ["ssh"]
+    if socket:
+        argv += MASTER_ONLY
+    argv += base_options(target)
     if socket:
         # Riding the master must never turn into a second, prompting login.
         argv += ["-S", socket, "-o", "ControlMaster=no"]
@@ -304,6 +318,6 @@ def link_probe_argv(target: Target, socket: str) -> list[str]:
     port: a live link answers at once (refused or prohibited); a dead one
     not at all. No login shell runs."""
     return [
-        "ssh", *base_options(target), "-S", socket, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+        "ssh", *MASTER_ONLY, *base_options(target), "-S", socket, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
         "-W", "127.0.0.1:1", "--", target.host,
     ]

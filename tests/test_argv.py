@@ -47,7 +47,19 @@ def test_forwards_bind_loopback_here_and_reach_a_socket_or_loopback_there():
 def test_every_ssh_call_ends_options_with_a_double_dash_before_the_host(build):
     argv = build(Target("hostA", ssh_config="/cfg"))
     assert argv[argv.index("--") + 1] == "hostA"
-    assert argv[1:3] == ["-G", "-F"] or argv[1:3] == ["-F", "/cfg"]
+    assert argv[argv.index("-F") + 1] == "/cfg" and argv.index("-F") < argv.index("--")
+
+
+def test_a_call_that_rides_a_master_cannot_log_in_by_itself_when_the_master_is_gone():
+    jump = Target("login")
+    node = Target("cn1", jump=jump, jump_socket="/cm/tb-login")
+    for argv in (sshargv.remote_argv(node, "/cm/tb-node"), sshargv.link_probe_argv(node, "/cm/tb-node"),
+                 sshargv.remote_argv(Target("hostA"), "/cm/tb-abc")):
+        proxies = [argv[i + 1] for i, word in enumerate(argv) if word == "-o" and argv[i + 1].startswith("ProxyCommand=")]
+        assert proxies[0] == "ProxyCommand=false", argv  # the first one is the one ssh uses
+    # A login of its own (the master gone on purpose) keeps the jump.
+    alone = sshargv.remote_argv(node, None)
+    assert "ProxyCommand=false" not in alone and any(w.startswith("ProxyCommand=ssh") for w in alone)
 
 
 def test_the_control_path_is_short_and_expanded_by_ssh():
