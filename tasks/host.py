@@ -266,8 +266,7 @@ class Host:
         The user's master is left alone but for our ``forward`` (its control
         socket answers while its link hangs): from here on we ride our own."""
         if self.borrowing:
-            if forward:
-                self.cancel(forward)
+            self.release(forward)
             self.borrowing = False
             return
         try:

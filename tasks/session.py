@@ -261,10 +261,7 @@ class Session:
         try:
             master_pid = master.pid
             if chosen.opens:
-                with report.login(f"{label}: connecting", prompts=host.may_prompt):
-                    master_pid = host.open(settings.keepalive)
-                again = "re" if rec is not None and rec.remote_pid else ""
-                say(f"{label}: {again}opened the tunnel (ssh master pid {master_pid})")
+                master_pid = self.open_master(settings, report, again=rec is not None and bool(rec.remote_pid))
             job = self._find(rec, chosen, report)
             rec = self._recorded(
                 rec, settings, job, opened=chosen.fresh, local_port=local_port, master_pid=master_pid,
@@ -287,6 +284,13 @@ class Session:
         rec = _Launch(self, settings, report).run(rec, chosen.fresh)
         assert rec.url is not None
         return Started(rec, rec.url, reused=False)
+
+    def open_master(self, settings: Settings, report: Reporter, *, again: bool = False) -> Optional[int]:
+        """Open a master of ours (a login, which may prompt on a terminal) and say so; its pid."""
+        with report.login(f"{self.label}: connecting", prompts=self.host.may_prompt):
+            pid = self.host.open(settings.keepalive)
+        report.say(f"{self.label}: {'re' if again else ''}opened the tunnel (ssh master pid {pid})")
+        return pid
 
     def discard(self, rec: Record) -> None:
         """After a failed start: leave nothing of ours running or recorded
@@ -695,9 +699,7 @@ class _Launch:
         if rec.forward:
             host.cancel(rec.forward)
         host.borrowing = False
-        with self.report.login(f"{label}: connecting", prompts=host.may_prompt):
-            pid = host.open(self.settings.keepalive)
-        self.report.say(f"{label}: opened the tunnel (ssh master pid {pid})")
+        pid = self.session.open_master(self.settings, self.report)
         rec = dataclasses.replace(rec, forward=None, borrowed=None, master_pid=pid)
         record.save(host.paths, rec)
         return rec
