@@ -361,6 +361,16 @@ class Host:
             raise RemoteFailed(f"remote step on {self.label} failed: {outcome.reason}")
         return reply
 
+    def output(self, script: str, *, timeout: Optional[float] = None) -> str:
+        """Run a remote script through the master; its stdout (a step that
+        prints no ``tbr`` reply, e.g. a check of the sync tools)."""
+        outcome = self.shell.run(self._remote_argv(True), timeout=timeout or self.shell.quick, stdin=script, what=f"ssh to {self.label}")
+        if not outcome.ok:
+            if not Path(self.socket).exists():
+                raise RemoteFailed(f"remote step on {self.label} failed: the ssh master is gone (its socket {self.socket} vanished)")
+            raise RemoteFailed(f"remote step on {self.label} failed: {outcome.reason}")
+        return outcome.stdout
+
     def log_tail(self, rundir: str) -> str:
         """The tail of TensorBoard's remote log ("" if it cannot be read)."""
         try:
