@@ -378,7 +378,7 @@ def stream_script(logdir: str, have: dict[str, list], patterns: Patterns) -> str
 
 def _stream(host: Any, logdir: str, dest: Path, patterns: Patterns) -> tuple[int, int, int, int]:
     script = stream_script(logdir, manifest(dest), patterns).encode()
-    argv = sshargv.remote_argv(host.target, host.socket)
+    argv = host.remote_argv()
     with host.shell.process(argv, what=f"ssh to {host.label}") as (proc, errors):
         assert proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(BrokenPipeError):
