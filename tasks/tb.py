@@ -221,6 +221,8 @@ def _start_merged(c: Any, host: Optional[str], hosts: Optional[str], merged: boo
     finally:
         report.close()
     if failures:
+        if len(failures) == 1:
+            raise TbError(f"{failures[0]}; the {session.label} started without it: {url}")
         gone = ", ".join(line.split(":", 1)[0] for line in failures)
         raise TbError("\n".join(failures) + f"\nthe {session.label} started without {gone}: {url}")
     return url
