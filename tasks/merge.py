@@ -45,6 +45,7 @@ from .record import WatcherRef
 from .remote import Word
 from .settings import Settings
 from .shell import Shell
+from .slurm import find_job
 from .sshargv import Target
 from .state import Paths
 
@@ -59,6 +60,21 @@ READY = 20.0
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """A host the user asked for: where, which logdir, and a Slurm job on it
+    (``LOGIN/JOB``: the job's logdir read through its login node, a shared
+    file system as on most clusters; its runs are named ``LOGIN-jobID/RUN``)."""
+
+    target: Target
+    logdir: str
+    job: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.target.label}/{self.job}" if self.job else self.target.label
+
+
+@dataclass(frozen=True)
 class Member:
     """One host of a merged view."""
 
@@ -68,6 +84,8 @@ class Member:
     socket: str  # our control socket for this host (the master the sync rides)
     borrowed: Optional[str] = None  # the user's own master, when ridden
     method: str = "rsync"  # rsync or stream (mirror.detect)
+    job: Optional[str] = None  # a Slurm job's id, when the member is one (its label LOGIN-jobID)
+    asked: str = ""  # as the user named it (LOGIN/JOB for a job): how tb.check --hosts finds it
 
     @property
     def folder(self) -> str:
@@ -156,9 +174,9 @@ def label_of(labels: list[str], single: bool) -> str:
     return "merged view of " + ", ".join(labels)
 
 
-def session_id(members: list[tuple[Target, str]], single: bool) -> str:
+def session_id(members: list[Wanted], single: bool) -> str:
     """The same hosts with the same logdirs: the same session."""
-    key = json.dumps({"members": sorted([t.label, logdir] for t, logdir in members), "single": single})
+    key = json.dumps({"members": sorted([w.label, w.logdir] for w in members), "single": single})
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -221,12 +239,12 @@ class MergedSession:
 
     # ------------------------------------------------------------ start
 
-    def start(self, settings: Settings, wanted: list[tuple[Target, str]], single: bool, report: Reporter) -> tuple[str, list[str]]:
+    def start(self, settings: Settings, wanted: list[Wanted], single: bool, report: Reporter) -> tuple[str, list[str]]:
         """Open what is missing, sync once, serve; the URL and the hosts that failed."""
         local.require_tensorboard()
         patterns = mirror.Patterns.parse(settings.mirror_patterns)
         sid = self.paths.socket.name[len(PREFIX):]
-        label = label_of([t.label for t, _ in wanted], single)
+        label = label_of([w.label for w in wanted], single)
         with state.locked(self.paths):
             rec = load(self.paths)
             if rec is not None:
@@ -268,19 +286,21 @@ class MergedSession:
     def _hosts_of(self, rec: Optional[MergeRecord]) -> list[Host]:
         return [self.member_host(m) for m in rec.members] if rec else []
 
-    def _reach(self, rec: Optional[MergeRecord], wanted: list[tuple[Target, str]], settings: Settings, sid: str, report: Reporter) -> tuple[list[Member], list[str]]:
+    def _reach(self, rec: Optional[MergeRecord], wanted: list[Wanted], settings: Settings, sid: str, report: Reporter) -> tuple[list[Member], list[str]]:
         """A master to every host (one at a time: a prompt stays readable),
         and how to sync it. A host that fails is left out, and said."""
-        members, failures = [], []
-        for target, logdir in wanted:
+        members: list[Member] = []
+        failures: list[str] = []
+        for one in wanted:
             try:
-                members.append(self._member(target, logdir, settings, sid, report))
+                members.append(self._member(one, settings, sid, report))
             except TbError as error:
-                failures.append(f"{target.label}: {error}")
-                report.say(f"{target.label}: {error}")
+                failures.append(f"{one.label}: {error}")
+                report.say(f"{one.label}: {error}")
         return members, failures
 
-    def _member(self, target: Target, logdir: str, settings: Settings, sid: str, report: Reporter) -> Member:
+    def _member(self, wanted: Wanted, settings: Settings, sid: str, report: Reporter) -> Member:
+        target, logdir = wanted.target, wanted.logdir
         host = Host.locate(self.shell, target, settings.control_dir, f"-m{sid[:8]}", user_master=settings.user_master)
         master = host.ride(None, new=False)
         if master.borrowed:
@@ -293,10 +313,14 @@ class MergedSession:
             with report.login(f"{host.label}: connecting", prompts=host.may_prompt):
                 pid = host.open(settings.keepalive)
             report.say(f"{host.label}: opened the tunnel (ssh master pid {pid})")
+        label, job_id = target.label, None
+        if wanted.job is not None:
+            job_id = find_job(host, wanted.job, report).id
+            label = f"{target.label}-job{job_id}"
         method = mirror.detect(host, settings.rsync == "auto")
         return Member(
-            label=target.label, target=target, logdir=logdir, socket=str(host.paths.socket),
-            borrowed=host.socket if host.borrowing else None, method=method,
+            label=label, target=target, logdir=logdir, socket=str(host.paths.socket),
+            borrowed=host.socket if host.borrowing else None, method=method, job=job_id, asked=wanted.label,
         )
 
     def _first_sync(self, rec: MergeRecord, patterns: mirror.Patterns, report: Reporter) -> None:
@@ -311,7 +335,7 @@ class MergedSession:
                 return f"{member.label}: {member.logdir} does not exist there (yet): its runs appear when it does"
             except TbError as error:
                 return f"{member.label}: first sync failed ({error}); the syncer tries again"
-            return f"{member.label}: first sync: {done.files} files, {mirror.size_text(done.bytes_in)} via {done.method} [{done.seconds:.1f}s]"
+            return f"{member.label}: first sync: {done.files} files ({mirror.size_text(done.bytes_in)} moved) via {done.method} [{done.seconds:.1f}s]"
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(rec.members), 8)) as pool:
             for line in pool.map(one, rec.members):
@@ -521,6 +545,6 @@ def find(shell: Shell, control_dir: Path, labels: list[str], *, batch: bool, sin
         rec = session.record()
         if rec is None:
             continue
-        if sorted(m.label for m in rec.members) == sorted(labels) and (single is None or rec.single == single):
+        if sorted(m.asked or m.label for m in rec.members) == sorted(labels) and (single is None or rec.single == single):
             found.append(session)
     return found

@@ -104,8 +104,10 @@ DEFAULTS: dict[str, Any] = {
     "user_master": "yes",
     # A merged view (tb.start --merge): a mapping of host to its logdir, e.g.
     # {"gpu1": "~/runs", "gpu2": "/scratch/me/runs"}; tb.start --merge with
-    # no --hosts starts these (a host not in it takes tb.logdir).
-    "merge": None,
+    # no --hosts starts these (a host not in it takes tb.logdir). A mapping
+    # (invoke cannot merge a file's mapping into None); in the environment,
+    # INVOKE_TB_MERGE=host=logdir,host2=logdir2.
+    "merge": {},
     # Where TensorBoard runs for a single host: "remote" (on the host, behind
     # the tunnel) or "local" (here, over a mirror of the host's logdir: no
     # TensorBoard and no long-running process of ours on the host).
@@ -294,6 +296,9 @@ def merge_mapping(config: Any, value: Any = None) -> dict[str, str]:
     """The ``merge`` setting as host -> logdir: a mapping (config files), or
     ``host=logdir,host2=logdir2`` (an environment variable)."""
     value = resolve(config, "merge", value)
+    if not value:
+        prefix = getattr(config, "_env_prefix", None) or "INVOKE_"
+        value = os.environ.get(f"{prefix}TB_MERGE")
     if value is None or value == "":
         return {}
     if isinstance(value, str):

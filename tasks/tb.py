@@ -34,6 +34,7 @@ from .merge import find as merge_find
 from .merge import paths_of as merge_paths
 from .merge import recorded as merge_recorded
 from .merge import session_id as merge_id
+from .merge import Wanted as merge_wanted
 from .progress import Reporter
 from .session import Session
 from .settings import DEFAULTS, Settings, merge_mapping, resolve, settings, yes_no
@@ -201,16 +202,21 @@ def _start_merged(c: Any, host: Optional[str], hosts: Optional[str], merged: boo
         names = _names(hosts) if hosts else list(mapping)
         if not names:
             raise TbError("--merge needs the hosts: --hosts a,b or the merge setting (host -> logdir)")
-        found = [targets.target(c, name, ssh_config, config.connect_timeout) for name in names]
+        # LOGIN/JOB: a Slurm job's logdir, read through its login node.
+        found = [targets.target(c, name.partition("/")[0], ssh_config, config.connect_timeout) for name in names]
+        jobs = [slurm.check_job(name.partition("/")[2]) if "/" in name else None for name in names]
     else:
         if hosts:
             raise TbError("--run-on local is for one host; for several, add --merge (one TensorBoard over all)")
         one = targets.target(c, host, ssh_config, config.connect_timeout)
         if one is None:
             raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
-        found = [one]
-    wanted = [(t, mapping.get(t.label, mapping.get(t.host, config.logdir))) for t in found if t is not None]
-    if len({t.label for t, _ in wanted}) != len(wanted):
+        found, names, jobs = [one], [one.label], [None]
+    wanted = [
+        merge_wanted(t, mapping.get(name, mapping.get(t.label, config.logdir)), job)
+        for t, name, job in zip(found, names, jobs, strict=True) if t is not None
+    ]
+    if len({(w.target.label, w.job) for w in wanted}) != len(wanted):
         raise TbError("a host is named twice in the merged view")
     single = not merged
     directory = state.control_dir(config.control_dir)
@@ -226,6 +232,13 @@ def _start_merged(c: Any, host: Optional[str], hosts: Optional[str], merged: boo
         gone = ", ".join(line.split(":", 1)[0] for line in failures)
         raise TbError("\n".join(failures) + f"\nthe {session.label} started without {gone}: {url}")
     return url
+
+
+def _asked(c: Any, name: str, ssh_config: Optional[str], config: Settings) -> str:
+    """A merged view's host as its record names it: the target's label, and /JOB for a job."""
+    host, _, job = name.partition("/")
+    label = targets.target(c, host, ssh_config, config.connect_timeout).label
+    return f"{label}/{slurm.check_job(job)}" if job else label
 
 
 def _names(hosts: str) -> list[str]:
@@ -293,7 +306,7 @@ def _which(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, conf
         directory = state.control_dir(config.control_dir)
         batch = not targets.prompting_allowed()
         if hosts:
-            labels = [targets.target(c, name, ssh_config, config.connect_timeout).label for name in _names(hosts)]
+            labels = [_asked(c, name, ssh_config, config) for name in _names(hosts)]
             found = merge_find(shell, directory, labels, batch=batch, single=False)
             if not found:
                 raise TbError(f"no merged view over {', '.join(labels)} is recorded here (tb.list shows what is)")
