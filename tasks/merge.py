@@ -249,7 +249,8 @@ class MergedSession:
             rec = load(self.paths)
             if rec is not None:
                 _refuse_other_settings(rec, settings)
-                if self._serving(rec):
+                same = sorted(m.asked or m.label for m in rec.members) == sorted(w.label for w in wanted)
+                if same and self._serving(rec):
                     report.say(f"{label}: reusing it (syncer pid {rec.watcher.pid if rec.watcher else '?'}, TensorBoard pid {rec.tb_pid})")
                     assert rec.url
                     report.result(rec.url, f"{label}: TensorBoard ready at {rec.url}")
