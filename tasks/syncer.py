@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from . import merge, mirror, state
+from . import local, merge, mirror, state
 from .errors import Cancelled, HostKeyRefused, LoginNeeded, TbError
 from .host import Host, MasterState
 from .relay import Outage, Relay
+from .remote import Word
 from .settings import Settings
 from .shell import Shell
 from .state import Paths
@@ -48,6 +49,9 @@ from .watcher import JUMP, TICK, log
 CONNECT_TIMEOUT = 5
 #: Seconds between attempts to reach a host that is down.
 RETRY_EVERY = 3.0
+#: Seconds between checks that the local TensorBoard runs (and at once
+#: when a connection finds its socket dead).
+BOARD_EVERY = 5.0
 
 
 class Syncer:
@@ -70,6 +74,8 @@ class Syncer:
         self.wakes = {m.label: threading.Event() for m in rec.members}
         self.rounds = threading.Condition(self.lock)
         self.stopping = False
+        self.board_wake = threading.Event()
+        self.board_down = False
 
     # ------------------------------------------------------------ state
 
@@ -186,16 +192,68 @@ class Syncer:
                     wake.set()
             wall, mono = now_wall, now_mono
 
+    def keep_board(self) -> None:
+        """Restart the local TensorBoard when it is gone (killed, out of
+        memory): the same socket, token and mirror, so the URL stays."""
+        board = local.LocalBoard(self.rec.rundir)
+        while not self.stopping:
+            self.board_wake.wait(BOARD_EVERY)
+            self.board_wake.clear()
+            if self.stopping:
+                return
+            try:
+                reply = board.status()
+            except TbError as error:
+                log(f"cannot check TensorBoard here: {error}")
+                continue
+            if reply.word is Word.RUNNING:
+                self.board_down = False
+                continue
+            self.board_down = True
+            log(f"TensorBoard here (pid {self.rec.tb_pid}) is not running: restarting it")
+            try:
+                started = board.start(self.rec.logdir, self.rec.token, self.settings.data_server, self.settings.start_timeout)
+            except TbError as error:
+                log(f"could not restart TensorBoard here: {error}")
+                continue
+            if self.stopping:
+                board.stop()
+                return
+            if started.word in (Word.STARTED, Word.RUNNING) and started.info.get("endpoint"):
+                self._restarted(int(started.detail), started.info["endpoint"])
+            else:
+                log(f"TensorBoard here did not start again: {started.word.value} {started.detail}: {board.log_tail(5)}")
+
+    def _restarted(self, pid: int, endpoint: str) -> None:
+        with state.locked(self.paths):
+            rec = merge.load(self.paths)
+            if rec is None:
+                return
+            self.rec = dataclasses.replace(rec, tb_pid=pid, endpoint=endpoint)
+            merge.save(self.paths, self.rec)
+        self.board_down = False
+        log(f"restarted TensorBoard here (pid {pid})")
+
     def stop(self) -> None:
         self.stopping = True
         self.shell.cancel()
+        self.board_wake.set()
         for wake in self.wakes.values():
             wake.set()
 
     # ---------------------------------------------------------- control
 
     def outage(self) -> Optional[Outage]:
-        return Outage(f"the {self.rec.label} is stopping") if self.stopping else None
+        if self.stopping:
+            return Outage(f"the {self.rec.label} is stopping")
+        if self.board_down:
+            return Outage(f"TensorBoard here for the {self.rec.label} stopped: restarting it (the mirror is intact)")
+        return None
+
+    def poke(self) -> None:
+        """A connection found the local TensorBoard's socket dead."""
+        self.board_down = True
+        self.board_wake.set()
 
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         command = ""
@@ -224,7 +282,7 @@ class Syncer:
         if upstream is None:
             log("the record names no TensorBoard socket: nothing to serve")
             return
-        relay = Relay(listener, upstream, self.outage, lambda: None, self.rec.token)
+        relay = Relay(listener, upstream, self.outage, self.poke, self.rec.token)
         await relay.start()
         with contextlib.suppress(FileNotFoundError):
             self.paths.control.unlink()
@@ -239,6 +297,7 @@ class Syncer:
             threading.Thread(target=self.follow, args=(m,), daemon=True, name=f"sync {m.label}") for m in self.rec.members
         ]
         self.threads.append(threading.Thread(target=self.clock, daemon=True, name="clock"))
+        self.threads.append(threading.Thread(target=self.keep_board, daemon=True, name="board"))
         for thread in self.threads:
             thread.start()
         log(f"serving {self.rec.label}: 127.0.0.1:{listener.getsockname()[1]} -> {upstream}; syncing every {self.settings.sync_every:g}s")
