@@ -315,6 +315,18 @@ def _which(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, conf
     return list(targets.sessions(c, host, config, ssh_config, shell, job))
 
 
+def _merged_views_left(c: Any, host: Optional[str], config: Settings, ssh_config: Optional[str]) -> None:
+    """After ``tb.exit -H gpu1``: merged views over gpu1 and others still run; say so."""
+    given = targets.target(c, host, targets.ssh_config(c, ssh_config), config.connect_timeout)
+    if given is None:
+        return
+    for session in merge_recorded(Shell(), state.control_dir(config.control_dir), batch=True):
+        rec = session.record()
+        if rec is not None and not rec.single and any(m.target.label == given.label for m in rec.members):
+            asked = ",".join(m.asked or m.label for m in rec.members)
+            _say(f"{rec.label} still runs: tb.exit --hosts {asked} --merge stops it")
+
+
 _EXIT_HELP = {**_WHICH_HELP, "remove-mirror": "Also remove a merged view's local mirror (kept by default, to read offline)."}
 
 
@@ -330,6 +342,8 @@ def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=No
             session.stop(_say, remove_mirror=bool(remove_mirror))
         else:
             session.stop(_say)
+    if not (merge or hosts):
+        _merged_views_left(c, host, config, ssh_config)
     if not found:
         _say("nothing to stop: no tunnel of ours is open on this machine")
 
