@@ -257,6 +257,12 @@ class MergedSession:
                     return rec.url, []
                 self._stop_parts(rec, lambda line: None)
             members, failures = self._reach(rec, wanted, settings, sid, report)
+            if failures and members and not settings.merge_partial:
+                for host in (self.member_host(m) for m in members):
+                    host.release(None)
+                    host.paths.log.unlink(missing_ok=True)
+                state.remove(self.paths)
+                raise TbError("\n".join(failures) + f"\nthe {label} did not start (merge_partial: no): nothing of it runs")
             if not members:
                 for host in self._hosts_of(rec):
                     host.release(None)

@@ -72,6 +72,7 @@ _START_HELP = {
     "mirror-patterns": "Comma-separated rsync-style patterns of what the mirror copies (default events.out.tfevents.*,plugins/**,projector_config.pbtxt).",
     "sync-every": "Seconds between sync rounds of a merged view, per host (default 5).",
     "rsync": "auto (default): rsync where both ends have it, else our own stream; no: always our own stream.",
+    "merge-partial": "yes (default): a host of the merged view that cannot be reached is left out and named; no: then nothing starts.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
@@ -136,6 +137,7 @@ def start(
     mirror_patterns=None,
     sync_every=None,
     rsync=None,
+    merge_partial=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -160,6 +162,7 @@ def start(
         mirror_patterns=mirror_patterns,
         sync_every=sync_every,
         rsync=rsync,
+        merge_partial=merge_partial,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
