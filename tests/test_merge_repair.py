@@ -10,6 +10,8 @@ import signal
 import time
 from pathlib import Path
 
+from tensorboard_remote.sandbox import write_sample_logdir
+
 from .procs import alive, wait_gone
 from .test_reconnect import fetch
 from .test_user_master import UserMaster, fab, logins
@@ -87,3 +89,46 @@ def test_a_merged_view_rides_the_users_own_master_with_no_login_and_exit_leaves_
         assert logins(rig) == before
     finally:
         theirs.close()
+
+
+def check_says(rig, text: str, timeout: float = 40) -> str:
+    """tb.check until its output has ``text``; that output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = rig.fab("tb.check").stdout
+        if text in out:
+            return out
+        assert time.monotonic() < deadline, f"{text!r} never showed in tb.check:\n{out}"
+        time.sleep(0.5)
+
+
+def test_a_link_that_drops_marks_the_host_stale_the_view_serves_on_and_sync_resumes_by_itself(linked_rig, link, tmp_path):
+    """Flaky Wi-Fi: the link to the host drops (packets lost, not refused)
+    for longer than the keepalive window, then comes back."""
+    rig = linked_rig
+    logdir = tmp_path / "runs"
+    write_sample_logdir(logdir, runs=("before",))
+    started = rig.fab("tb.start", "--run-on", "local", "--sync-every", "1", "--logdir", str(logdir), env=rig.env(FABRIC_TB_KEEPALIVE="2"))
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = url_of(merged_record(rig))
+    assert wait_runs(url) == ["before"]
+    link.down()
+    try:
+        out = check_says(rig, "linked: stale, last synced")
+        assert "(TensorBoard here): stale " in out and "(serves what was synced)" in out
+        assert rig.fab("tb.check").returncode == 1
+        assert runs(url) == ["before"]  # readable on a plane
+        write_sample_logdir(logdir, runs=("during",))
+    finally:
+        link.up()
+    # No command typed: the master is reopened (BatchMode) and the run
+    # written meanwhile arrives.
+    check_says(rig, "linked: synced")
+    deadline = time.monotonic() + 30
+    while sorted(runs(url)) != ["before", "during"]:
+        assert time.monotonic() < deadline, runs(url)
+        time.sleep(0.5)
+    assert "reopened the tunnel" in next(Path(rig.control_dir).glob("merge-*.watch.log")).read_text()
+    stopped = rig.fab("tb.exit")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert list(Path(rig.control_dir).glob("merge-*")) == []
