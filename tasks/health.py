@@ -156,6 +156,8 @@ class Health:
     detail: str  # what a person reads after "LABEL: "
     #: A watched session's watcher, as it says (``tb.list --json``).
     watcher: Optional[dict] = None
+    #: A Slurm job's: its id and time left (``tb.list --json``).
+    job: Optional[dict] = None
 
     @property
     def ok(self) -> bool:

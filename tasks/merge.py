@@ -399,7 +399,7 @@ class MergedSession:
 
     # ------------------------------------------------------------ check
 
-    def check(self) -> Health:
+    def check(self, warn_before: float = 0.0) -> Health:
         rec = self.record()
         label = self.label
         if rec is None:

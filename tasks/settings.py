@@ -118,6 +118,9 @@ DEFAULTS: dict[str, Any] = {
     # What the mirror copies: rsync-style patterns (comma-separated or a
     # list). Event files and plugin data; never checkpoints.
     "mirror_patterns": "events.out.tfevents.*,plugins/**,projector_config.pbtxt",
+    # tb.check warns when a Slurm job (--job) has less than this many seconds
+    # before its time limit.
+    "job_warn": _EnvNumber(600),
     # Seconds between sync rounds of each host.
     "sync_every": _EnvNumber(5),
     # "yes": a host of a merged view that cannot be reached is left out (and
@@ -156,6 +159,7 @@ class Settings:
     sync_every: float = 5.0
     rsync: str = "auto"
     merge_partial: bool = True
+    job_warn: float = 600.0
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -289,6 +293,7 @@ def settings(config: Any, **flags: Any) -> Settings:
         sync_every=seconds(get("sync_every"), "sync_every"),
         rsync=choice(get("rsync"), "rsync", ("auto", "no")),
         merge_partial=yes_no(get("merge_partial"), "merge_partial"),
+        job_warn=seconds(get("job_warn"), "job_warn"),
         local_port_explicit=local_port_explicit,
     )
 

@@ -290,7 +290,7 @@ def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=No
     config = settings(c.config, control_dir=control_dir)
     results = []
     for session in _which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job):
-        health = session.check()
+        health = session.check(warn_before=config.job_warn)
         _say(health.line)
         results.append(health.ok)
     if not results:

@@ -8,7 +8,9 @@ and skip. CI runs as root, so there they run.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -294,3 +296,22 @@ def test_a_job_in_a_merged_view_is_named_login_job_and_read_through_the_login_no
     _nothing_recorded(session)
     assert not list(session.control_dir.glob("merge-*"))
     assert slurm.job_state(job) == "RUNNING"
+
+
+def test_start_check_and_list_say_how_long_the_job_has_left_and_check_warns_near_the_end(session, slurm):
+    """A job with a 5-minute limit: less than job_warn (10 minutes) left."""
+    job = running_job(slurm, name="short", extra=("--time=5",))
+    started = session.fab("tb.start", "--job", job)
+    assert started.returncode == 0, started.stdout + started.stderr
+    said = re.search(rf"job {job} runs on {NODE} \(\S+\), 0:0([0-4]):(\d\d) left", started.stdout)
+    assert said, started.stdout
+    checked = session.fab("tb.check", "--job", job)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # it serves: a warning, not a failure
+    assert re.search(rf"; job {job}: 0:0[0-4]:\d\d left; warning: job {job} reaches its time limit in 0:0[0-4]:\d\d \(at \d\d:\d\d\): TensorBoard ends with it", checked.stdout), checked.stdout
+    quiet = session.fab("tb.check", "--job", job, env=session.env(FABRIC_TB_JOB_WARN="60"))
+    assert "warning" not in quiet.stdout and f"job {job}: 0:0" in quiet.stdout, quiet.stdout
+    listed = session.invoke("tb.list", "--json")
+    (row,) = [r for r in json.loads(listed.stdout) if f"(job {job})" in r["host"]]
+    assert 0 < row["job"]["left_seconds"] <= 300 and row["job"]["warning"].startswith(f"warning: job {job}")
+    stopped = session.fab("tb.exit", "--job", job)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
