@@ -149,6 +149,7 @@ def requested(settings: Settings) -> dict[str, Any]:
         "activate": settings.activate,
         "python": settings.python,
         "reconnect": settings.reconnect,
+        "follow": settings.follow,
     }
     if settings.serve == "tcp":
         wanted["remote_port"] = settings.remote_port
@@ -393,7 +394,7 @@ class Session:
         seen = self._check_tunnel(rec)
         if rec is not None and rec.relay:
             seen = self._with_watcher(rec, seen)
-        if rec is not None and rec.job is not None and seen.status not in (Status.JOB_ENDED, Status.NOT_RUNNING):
+        if rec is not None and rec.job is not None and seen.status not in (Status.JOB_ENDED, Status.NOT_RUNNING, Status.WAITING_FOR_JOB):
             seen = self._with_clock(rec, seen, warn_before)
         return seen
 
@@ -429,6 +430,7 @@ class Session:
         waiting = {
             "reconnecting": Status.RECONNECTING, "needs-login": Status.NEEDS_LOGIN,
             "host-key-refused": Status.HOST_KEY_REFUSED, "job-ended": Status.JOB_ENDED,
+            "waiting-for-job": Status.WAITING_FOR_JOB,
         }
         if phase in waiting:
             since = status.get("outage_since")
@@ -438,6 +440,7 @@ class Session:
                 "needs-login": f"needs you to log in again{lost}: run tb.start (it logs in once; the URL stays the same)",
                 "host-key-refused": f"{status.get('error')}: stopped reconnecting; fix known_hosts, then tb.start",
                 "job-ended": f"{status.get('error')}: stopped reconnecting; tb.exit cleans up",
+                "waiting-for-job": f"{status.get('error')} (the same URL serves it once it runs; tb.exit stops following)",
             }[phase]
             return Health(waiting[phase], self.label, f"{said}; {line}; the rest: {seen.detail}", watcher=status)
         return dataclasses.replace(seen, detail=f"{seen.detail} {line}", watcher=status)

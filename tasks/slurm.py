@@ -63,6 +63,15 @@ def check_job(spec: str) -> str:
     )
 
 
+def followable(spec: str, settings: Settings) -> None:
+    """``--follow`` follows a job by its name, through the session's watcher."""
+    spec = check_job(spec)
+    if _JOB_ID.fullmatch(spec):
+        raise TbError(f"--follow follows a job by name (the next job of the name is another id): give --job NAME, not the id {spec}")
+    if not settings.reconnect:
+        raise TbError("--follow needs reconnect=yes: the session's watcher is what follows the job")
+
+
 def job_script(spec: str) -> str:
     """The ``squeue`` look-up of ``spec`` (see :func:`remote.job_script`)."""
     spec = check_job(spec)

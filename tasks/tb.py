@@ -72,6 +72,7 @@ _START_HELP = {
     "mirror-patterns": "Comma-separated rsync-style patterns of what the mirror copies (default events.out.tfevents.*,plugins/**,projector_config.pbtxt).",
     "sync-every": "Seconds between sync rounds of a merged view, per host (default 5).",
     "rsync": "auto (default): rsync where both ends have it, else our own stream; no: always our own stream.",
+    "follow": "With --job NAME: when the job ends, follow the next running job of yours with that name (same URL); tb.exit stops following.",
     "merge-partial": "yes (default): a host of the merged view that cannot be reached is left out and named; no: then nothing starts.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
@@ -138,6 +139,7 @@ def start(
     sync_every=None,
     rsync=None,
     merge_partial=None,
+    follow=False,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -163,10 +165,13 @@ def start(
         sync_every=sync_every,
         rsync=rsync,
         merge_partial=merge_partial,
+        follow=True if follow else None,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
         raise TbError("--job and --hosts do not go together: one login host per job")
+    if config.follow and job is not None:
+        slurm.followable(str(job), config)
     if job is not None and (merge or config.run_on == "local"):
         raise TbError("--job does not go with --merge or --run-on local yet: a job's TensorBoard runs in the job")
     shell = _shell(config, verbose)

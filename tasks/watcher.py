@@ -65,6 +65,7 @@ class Phase(Enum):
     NEEDS_LOGIN = "needs-login"  # the host wants a person: tb.start
     HOST_KEY = "host-key-refused"  # never accepted unseen: retries stopped
     JOB_ENDED = "job-ended"  # the Slurm job is over: retries stopped
+    NEXT_JOB = "waiting-for-job"  # --follow: the job is over; waiting for the next of its name
     STOPPING = "stopping"
 
 
@@ -131,6 +132,8 @@ class Watcher(daemon.Daemon):
             return Outage(f"{self.label}: {state.error}; stopped reconnecting", retry=10)
         if phase is Phase.JOB_ENDED:
             return Outage(f"{state.error}; tb.exit cleans up", retry=10)
+        if phase is Phase.NEXT_JOB:
+            return Outage(f"{state.error} (this page reloads; tb.exit stops following)", retry=5)
         return Outage(f"the session on {self.label} is stopping")
 
     # ---------------------------------------------------------- monitor
@@ -185,7 +188,12 @@ class Watcher(daemon.Daemon):
         except JobEnded as error:
             log(str(error))
             said = f"job {rec.job.id} has ended (Slurm no longer runs it on {rec.job.node})" if rec.job else str(error)
-            self._set(phase=Phase.JOB_ENDED.value, error=said)
+            if self.settings.follow and self.job:
+                # Follow the job by name: a resubmission, a requeue, the
+                # next task of an array, the next link of a chain.
+                self._set(phase=Phase.NEXT_JOB.value, error=f"{said}; waiting for the next job named {self.job}")
+            else:
+                self._set(phase=Phase.JOB_ENDED.value, error=said)
         except Cancelled:
             raise
         except TbError as error:
@@ -204,6 +212,8 @@ class Watcher(daemon.Daemon):
         state = self.state
         if state.phase != Phase.SERVING.value:
             changes: dict[str, Any] = {"phase": Phase.SERVING.value, "attempt": 0, "error": "", "outage_since": None}
+            if state.phase == Phase.NEXT_JOB.value and rec.job is not None:
+                log(f"following job {rec.job.id} (named {self.job}) on {rec.job.node}")
             if self.armed and state.outage_since is not None:
                 changes.update(
                     reconnects=state.reconnects + 1, last_outage=state.outage_since,
