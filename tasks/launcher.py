@@ -25,6 +25,8 @@ Environment:
              (``unshare -rn``): bring its loopback up for the data server
   TBR_TOKEN_FILE  a 0600 file holding the secret URL token (the token is
              never in our environment or command line)
+  TBR_RELAYED  "1": a relay of ours (``launch.py --tbr-relay HOST SOCK``,
+             outside the namespace) says where to connect, not us
 """
 
 import atexit
@@ -182,9 +184,11 @@ def server_class(run_dir, serve, host, port, token):
                 handle.write(self._endpoint + "\n")
             os.replace(final + ".tmp", final)
             # The same, for a reader on another machine (a Slurm step's
-            # output reaches the login node's log through srun).
-            sys.stdout.write("tensorboard-remote: endpoint %s\n" % self._endpoint)
-            sys.stdout.flush()
+            # output reaches the login node's log through srun), unless our
+            # relay says where instead (TBR_RELAYED).
+            if os.environ.get("TBR_RELAYED") != "1":
+                sys.stdout.write("tensorboard-remote: endpoint %s\n" % self._endpoint)
+                sys.stdout.flush()
             self._server.serve_forever()
 
         def get_url(self):
@@ -197,7 +201,96 @@ def server_class(run_dir, serve, host, port, token):
     return Server
 
 
+def _pipe(source, sink):
+    """Copy until EOF, then pass the EOF on."""
+    try:
+        while True:
+            data = source.recv(262144)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _relay_one(client, path):
+    import threading
+
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError:
+        client.close()
+        upstream.close()
+        return
+    back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+    back.start()
+    _pipe(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def _die_with_parent():
+    """SIGTERM when our parent (TensorBoard) exits: the step then ends at
+    once, as it did with TensorBoard alone (Linux; elsewhere the relay
+    notices within a second)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def relay(host, path, run_dir):
+    """A Slurm step's TensorBoard runs in a private network namespace (its
+    fast loader's data server with it) on a 0600 Unix socket; this relay,
+    outside the namespace, is what the login node reaches: TCP on the node's
+    address, any free port, each connection piped to the socket (the URL
+    token is checked behind it, by :func:`guard`). It ends with TensorBoard
+    (its parent: the step's shell exec'd into the launcher)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        return
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, 0))
+    listener.listen(128)
+    # Say where only once TensorBoard listens (it writes its endpoint then).
+    while not os.path.exists(os.path.join(run_dir, "endpoint")):
+        if os.getppid() != parent:
+            return
+        time.sleep(0.02)
+    port = listener.getsockname()[1]
+    sys.stdout.write("tensorboard-remote: endpoint tcp %d\n" % port)
+    sys.stdout.write("tensorboard-remote: relay serving on tcp %d (%s) for TensorBoard on %s\n" % (port, host, path))
+    sys.stdout.flush()
+    listener.settimeout(1.0)
+    while os.getppid() == parent:
+        try:
+            client, _ = listener.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        client.settimeout(None)
+        threading.Thread(target=_relay_one, args=(client, path), daemon=True).start()
+
+
 def main(argv):
+    if argv[:1] == ["--tbr-relay"]:
+        return relay(argv[1], argv[2], os.environ["TBR_DIR"])
     run_dir = os.environ["TBR_DIR"]
     serve = os.environ.get("TBR_SERVE", "unix")
     port = int(os.environ.get("TBR_PORT", "0"))

@@ -179,8 +179,14 @@ def launcher(
     data_server: str = "auto",
     token_file: bool = True,
     bind: str = "127.0.0.1",
+    relay: bool = False,
 ) -> str:
     """The detached script that becomes TensorBoard (it ends in ``exec``).
+
+    ``relay`` (a Slurm step with the data server kept private): where the
+    namespace is allowed, TensorBoard serves a Unix socket inside it and our
+    relay, outside, listens on ``bind`` (the node's address) for the login
+    node; where it is not, TCP on ``bind`` with the data server off.
 
     ``rundir`` None: ``$d`` is already set (a Slurm step's private directory).
     ``python`` (a shell fragment, as ``tensorboard_cmd``): the command our
@@ -248,8 +254,17 @@ def launcher(
         lines += ['TBR_TOKEN_FILE="$d/token"; export TBR_TOKEN_FILE']
     if serve == "unix":
         lines += [_SHORT_SOCKET.strip()]
+    lines += [f"serve_={shlex.quote(serve)}"]
+    if relay and data_server in ("auto", "netns"):
+        lines += [
+            'if [ -n "$wrap" ]; then',
+            '  TBR_SOCK="$d/tb.sock"; TBR_RELAYED=1; TBR_DIR="$d"; export TBR_SOCK TBR_RELAYED TBR_DIR',
+            f'  {interpreter} "$d/launch.py" --tbr-relay {shlex.quote(bind)} "$TBR_SOCK" &',
+            "  serve_=unix",
+            "fi",
+        ]
     lines += [
-        f'TBR_DIR="$d"; TBR_SERVE={shlex.quote(serve)}; TBR_PORT={int(port)}; TBR_HOST={shlex.quote(bind)}',
+        f'TBR_DIR="$d"; TBR_SERVE=$serve_; TBR_PORT={int(port)}; TBR_HOST={shlex.quote(bind)}',
         "export TBR_DIR TBR_SERVE TBR_PORT TBR_HOST",
         f'exec $wrap {interpreter} "$d/launch.py" "$@" --logdir ' + shlex.quote(logdir),
     ]
@@ -380,7 +395,7 @@ def start_script(
         # On a compute node: TCP on the node's address, behind the token.
         body = launcher(
             None, logdir, tensorboard_cmd, activate, python=python, serve="tcp", port=port,
-            data_server=data_server, token_file=token is not None, bind=step.bind,
+            data_server=data_server, token_file=token is not None, bind=step.bind, relay=True,
         )
         files = (
             'command -v srun >/dev/null 2>&1 || { echo "tbr error no-srun"; exit 0; }\n'

@@ -598,8 +598,8 @@ class _Launch:
         start-up, e.g. a conda or pyenv init in ~/.bashrc)."""
         settings = self.settings
         data_server = settings.data_server
-        if rec.serve == "tcp" and data_server == "auto":
-            data_server = "off"  # TCP must be reachable from sshd: no namespace
+        if rec.serve == "tcp" and data_server == "auto" and launch.step is None:
+            data_server = "off"  # TCP must be reachable from sshd: no namespace (a job step has our relay)
         port = launch.port if launch.port is not None else (0 if rec.fallback else settings.remote_port)
         script = remote.start_script(
             rec.rundir, rec.logdir, settings.tensorboard_cmd, settings.activate,

@@ -379,11 +379,6 @@ def start_job(shell: Shell, login: Target, settings: Settings, report: Reporter,
             "--job needs url_token=yes: on a compute node TensorBoard is reachable from the "
             "cluster network, and the secret URL token is what keeps others out"
         )
-    if settings.slurm_via == "srun" and settings.data_server == "netns":
-        raise TbError(
-            "data_server=netns cannot work with --job through srun (TensorBoard listens on TCP on the "
-            "node for the login node to reach): use auto (off), off or shared, or --slurm-via ssh"
-        )
     via, other = settings.slurm_via, {"srun": "ssh", "ssh": "srun"}[settings.slurm_via]
     host = Host.locate(shell, login, settings.control_dir, job_key(spec, via))
     elsewhere = Host.locate(shell, login, settings.control_dir, job_key(spec, other)).paths

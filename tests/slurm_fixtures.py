@@ -151,6 +151,7 @@ def session_in(cluster: dict, slurm: SlurmCluster, control_dir: Path, root: Path
     """A Session; on the way out every tb session is exited and nothing of
     ours may still run."""
     world = Session(cluster, control_dir, root)
+    before = set(slurm.run(["squeue", "-h", "-o", "%i"]).stdout.split())
     yield world
     # Whatever a test left: exit every session, then nothing of ours runs.
     world.invoke("tb.exit")
@@ -160,6 +161,11 @@ def session_in(cluster: dict, slurm: SlurmCluster, control_dir: Path, root: Path
     masters = [pid for pid in procs.pids() if str(control_dir) in cmdline(pid)]
     for pid in masters:
         os.kill(pid, 9)
+    # The one-node cluster has room for two jobs at a time: the jobs this
+    # test submitted go with it, even when it failed half-way.
+    submitted = set(slurm.run(["squeue", "-h", "-o", "%i"]).stdout.split()) - before
+    if submitted:
+        slurm.run(["scancel", "--full", *sorted(submitted)])
     assert not left and not masters, f"left behind: {left + masters}"
 
 
@@ -170,7 +176,12 @@ def session(cluster, short_dir, tmp_path, slurm):
 
 
 def job_tensorboards(slurm: SlurmCluster) -> list[int]:
-    return [pid for pid in slurm.ours() if "launch.py" in cmdline(pid) and alive(pid)]
+    """TensorBoards in jobs (not our relays beside them in srun mode)."""
+    return [pid for pid in slurm.ours() if "launch.py" in cmdline(pid) and "--tbr-relay" not in cmdline(pid) and alive(pid)]
+
+
+def job_relays(slurm: SlurmCluster) -> list[int]:
+    return [pid for pid in slurm.ours() if "--tbr-relay" in cmdline(pid) and alive(pid)]
 
 
 def running_job(slurm: SlurmCluster, user: str = ALICE, **kw) -> str:
@@ -264,6 +275,17 @@ class JobCycle:
         env = start.environ
         assert env["SLURM_JOB_ID"] == start.job and "SLURM_STEP_ID" in env
         assert procs.uid(pid) == pwd.getpwnam(ALICE).pw_uid
+
+    def test_the_fast_loader_runs_in_a_private_network_namespace_behind_our_relay(self, slurm, start):
+        """No port of the data server is reachable by the node's other
+        users: TensorBoard (and its data server) live in a namespace of
+        their own; our relay, in the job's, is what the login node reaches."""
+        assert "data server in a private network namespace" in start.result.stdout, start.result.stdout
+        (pid,) = start.tensorboards
+        (relay,) = job_relays(slurm)
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink(f"/proc/{relay}/ns/net")
+        assert os.readlink(f"/proc/{relay}/ns/net") == os.readlink("/proc/self/ns/net")
+        assert "--load_fast=false" not in cmdline(pid)
 
     def test_its_launcher_and_token_file_live_in_a_private_directory_on_the_node(self, start):
         private = Path(start.environ["TBR_DIR"])

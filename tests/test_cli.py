@@ -107,7 +107,8 @@ def test_loading_the_collection_imports_neither_fabric_paramiko_nor_rich():
         (["start", "--job", "12", "--slurm-via", "rsh"], "slurm_via must be one of srun, ssh, got 'rsh'"),
         (["start", "--job", "$(reboot)"], "refusing job '$(reboot)'"),
         (["check", "--job", "12"], "--job needs the login host"),
-        (["start", "--job", "12", "--data-server", "netns"], "data_server=netns cannot work with --job through srun"),
+        (["start", "--job", "12", "--follow"], "--follow follows a job by name"),
+        (["start", "--job", "train", "--follow", "--reconnect", "no"], "--follow needs reconnect=yes"),
     ],
 )
 def test_bad_job_options_are_one_line_errors_before_any_ssh_runs(args, message, short_dir, capsys, monkeypatch):

@@ -83,11 +83,14 @@ def test_when_the_job_ends_check_says_so_and_exit_cleans_up(session, slurm):
     assert started.returncode == 0, started.stdout + started.stderr
     (pid,) = job_tensorboards(slurm)
     private = Path(procs.environ(pid)["TBR_DIR"])
+    srun = records(session)[0]["remote_pid"]  # ours, on the login node
     slurm.cancel(job)
     # Slurm ends the step with the job (proctrack/cgroup): TensorBoard too,
-    # and it removes its private directory on the way out.
+    # and it removes its private directory on the way out; our srun ends
+    # once Slurm has wound the step up (a moment later: it is COMPLETING).
     assert wait_gone(pid, 15)
     assert not private.exists()
+    assert wait_gone(srun, 15)
     checked = session.fab("tb.check", "--job", "ends")
     assert checked.returncode == 1
     assert f"TensorBoard's step in job {job} on {NODE} has ended (has the job ended? squeue -j {job}); tb.exit cleans up" in checked.stdout
@@ -270,6 +273,7 @@ def test_check_and_exit_without_job_on_the_login_host_cover_its_job_sessions(ses
     _nothing_recorded(session)
     assert list(session.control_dir.iterdir()) == []  # no lock or log file either, the login node's included
     assert slurm.job_state(job) == "RUNNING"  # the job itself is left running
+    slurm.cancel(job)  # the one-node cluster has room for two jobs at a time
 
 
 def test_a_job_in_a_merged_view_is_named_login_job_and_read_through_the_login_node(session, slurm, cluster):
@@ -296,6 +300,7 @@ def test_a_job_in_a_merged_view_is_named_login_job_and_read_through_the_login_no
     _nothing_recorded(session)
     assert not list(session.control_dir.glob("merge-*"))
     assert slurm.job_state(job) == "RUNNING"
+    slurm.cancel(job)
 
 
 def test_start_check_and_list_say_how_long_the_job_has_left_and_check_warns_near_the_end(session, slurm):
@@ -315,6 +320,7 @@ def test_start_check_and_list_say_how_long_the_job_has_left_and_check_warns_near
     assert 0 < row["job"]["left_seconds"] <= 300 and row["job"]["warning"].startswith(f"warning: job {job}")
     stopped = session.fab("tb.exit", "--job", job)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    slurm.cancel(job)
 
 
 def _check_until(session: Session, job: str, text: str, timeout: float = 40) -> str:
@@ -367,3 +373,4 @@ def test_follow_starts_tensorboard_in_the_next_job_of_the_name_behind_the_same_u
     assert wait_gone(pid, 15)
     _nothing_recorded(session)
     assert slurm.job_state(second) == "RUNNING"
+    slurm.cancel(second)
