@@ -278,9 +278,13 @@ class MergedSession:
                 local_port=rec.local_port if rec else None,
             )
             save(self.paths, rec)
-            self._first_sync(rec, patterns, report)
-            rec = self._serve(rec, settings, report)
-        self._hand_over(rec)
+            try:
+                self._first_sync(rec, patterns, report)
+                rec = self._serve(rec, settings, report)
+                self._hand_over(rec)
+            except BaseException:
+                self._abandon(rec)
+                raise
         assert rec.url
         report.result(rec.url, f"{rec.label}: TensorBoard ready at {rec.url}")
         return rec.url, failures
@@ -379,11 +383,24 @@ class MergedSession:
         report.say(f"{rec.label}: syncer pid {ref.pid} holds 127.0.0.1:{port} and syncs every {every}s")
         return rec
 
+    def _abandon(self, rec: MergeRecord) -> None:
+        """A start that failed half-way leaves nothing: no syncer, no
+        TensorBoard here, no master it opened, no record (the mirror stays)."""
+        with contextlib.suppress(Exception):
+            self._stop_parts(load(self.paths) or rec, lambda line: None)
+        for host in self._hosts_of(rec):
+            with contextlib.suppress(Exception):
+                if host.master().state is MasterState.UP:
+                    host.release(None)
+            with contextlib.suppress(FileNotFoundError):
+                host.paths.log.unlink()
+        state.remove(self.paths)
+
     def _listen(self, rec: MergeRecord, settings: Settings, say: Say):
         if rec.local_port:
             with contextlib.suppress(TbError):
                 return resident.bind(rec.local_port)
-        port = ports.CLAIMS.pick(settings, rec.label, say)
+        port = ports.CLAIMS.pick(settings, rec.label, say, ours=ports.ours(self.paths))
         return resident.bind(port)
 
     def _hand_over(self, rec: MergeRecord) -> None:

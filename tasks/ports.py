@@ -9,6 +9,7 @@ bound it, so this process remembers the ports it handed out.
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import threading
 from pathlib import Path
@@ -80,8 +81,23 @@ CLAIMS = Claims()
 
 
 def ours(paths: Paths) -> frozenset[int]:
-    """Local ports of our other sessions in the same control directory."""
+    """Local ports of our other sessions and merged views in the same control directory."""
     directory: Path = paths.socket.parent
-    return frozenset(
-        rec.local_port for other, rec in record.all_records(directory) if other != paths and rec.local_port
-    )
+    sessions = {rec.local_port for other, rec in record.all_records(directory) if other != paths and rec.local_port}
+    return frozenset(sessions | _merged_views(directory, paths.state))
+
+
+def _merged_views(directory: Path, own: Path) -> set[int]:
+    """Local ports of our merged views (``merge-*.json``; read leniently: a
+    damaged one is the merged view's to report, not a port's)."""
+    held = set()
+    for path in directory.glob("merge-*.json"):
+        if path == own:
+            continue
+        try:
+            port = json.loads(path.read_text()).get("local_port")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(port, int) and port > 0:
+            held.add(port)
+    return held
