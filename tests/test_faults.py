@@ -78,6 +78,9 @@ def test_the_default_local_port_moves_to_the_next_free_one_when_taken(rig):
     env = rig.env()
     del env["FABRIC_TB_LOCAL_PORT"]
     holder = socket.socket()
+    # Held even when a test just before left 6006 in TIME_WAIT (a port with
+    # only TIME_WAIT connections is free to tb.start: test_clusters).
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         holder.bind(("127.0.0.1", 6006))
         holder.listen()
