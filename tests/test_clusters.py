@@ -131,6 +131,7 @@ class TestASecondStartWithAnotherSetting:
         assert rig.only_state()["remote_pid"] == pid and tensorboards(rig) == [pid]
 
 
+@pytest.mark.machine_wide  # 6006, the default local port, and up
 def test_the_refusal_names_the_local_port_in_use(rig):
     held = socket.socket()
     held.bind(("127.0.0.1", 0))

@@ -74,6 +74,7 @@ def test_remote_port_zero_lets_tensorboard_take_any_free_port(rig):
     assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
 
 
+@pytest.mark.machine_wide  # 6006, the default local port
 def test_the_default_local_port_moves_to_the_next_free_one_when_taken(rig):
     env = rig.env()
     del env["FABRIC_TB_LOCAL_PORT"]
