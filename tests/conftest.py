@@ -37,6 +37,60 @@ pytest_plugins = ["tests.slurm_fixtures", "tests.link_fixtures", "tests.terminal
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+#: Fixtures of what this machine has one of: the Slurm cluster (its
+#: cgroups, node address, users and venv), the network namespace of the
+#: link faults (fixed names), the password user. Under pytest-xdist
+#: (``-n 2 --dist loadgroup``, as .ci/run runs) every test that uses one runs
+#: in the same worker, one after another, as without xdist; so do the tests
+#: marked ``machine_wide`` (they use a fixed port).
+MACHINE_WIDE = {"slurm", "link_namespace", "password_host"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "machine_wide: uses something this machine has one of (a fixed port): one xdist worker runs them all")
+    # pytest-xdist's own (registered here too, for a run without it).
+    config.addinivalue_line("markers", "xdist_group(name): the tests of one group run in one xdist worker")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """xdist groups (read only with ``--dist loadgroup``): the machine-wide
+    tests in one; a module's tests together when it has a module-scoped
+    fixture, a class's when it has a class-scoped one (set up once, its
+    steps in order); every other test on its own."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+        if MACHINE_WIDE & set(item.fixturenames) or item.get_closest_marker("machine_wide"):
+            group = "machine"
+        elif any(d.scope == "module" for d in defs):
+            group = item.module.__name__
+        elif item.cls is not None and any(d.scope == "class" for d in defs):
+            group = f"{item.module.__name__}.{item.cls.__name__}"
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+#: Test files all of whose tests are machine-wide: their node ids must carry the group.
+_ALL_MACHINE_WIDE = ("tests/test_slurm.py::", "tests/test_slurm_linuxproc.py::", "tests/test_prompts.py::")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """pytest-xdist reads the groups from the node ids (a suffix its worker
+    adds). pytest 9.2's node ids drop it (pytest-xdist#1386), hence the test
+    extra's pytest < 9.2; if it is lost anyway, the Slurm and link tests
+    would run in two workers at once: stop at collection instead."""
+    if node.config.getoption("dist") != "loadgroup":
+        return
+    lost = [nodeid for nodeid in ids if nodeid.startswith(_ALL_MACHINE_WIDE) and "@" not in nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist lost the test groups ({lost[0]} has none): with this pytest --dist loadgroup "
+            "cannot group (pytest-xdist#1386); use pytest < 9.2, as the test extra says"
+        )
+
 
 @pytest.fixture(scope="session")
 def base(tmp_path_factory) -> Path:

@@ -99,24 +99,39 @@ def test_a_proxy_in_the_environment_is_never_used_for_our_own_ports(rig):
 # ---------------------------------------- settings of a running session
 
 
-@pytest.mark.parametrize(
-    "flag, value, key",
-    [
-        ("--data-server", "off", "data_server"),
-        ("--tensorboard-cmd", "/no/such/tensorboard", "tensorboard_cmd"),
-        ("--activate", "true", "activate"),
-    ],
-)
-def test_a_second_start_with_another_setting_is_refused_naming_the_value_in_force(rig, flag, value, key):
-    assert rig.fab("tb.start").returncode == 0
-    pid = rig.only_state()["remote_pid"]
-    again = rig.fab("tb.start", flag, value)
-    line = one_line_error(again)
-    in_force = {"data_server": "auto", "tensorboard_cmd": local_tensorboard_cmd(), "activate": ""}[key]
-    assert f"sandbox already has a tb session with {key}={in_force!r} (this start asks for {key}={value!r})" in line
-    assert rig.only_state()["remote_pid"] == pid and tensorboards(rig) == [pid]
+@pytest.fixture(scope="class")
+def running(class_rig):
+    """fab tb.start with the defaults, once for the class."""
+    return class_rig.fab("tb.start")
 
 
+class TestASecondStartWithAnotherSetting:
+    """One running session; each refused start leaves it as it was (the
+    test says so), so the settings share it: running starts it once."""
+
+    @pytest.fixture
+    def rig(self, class_rig):
+        return class_rig
+
+    @pytest.mark.parametrize(
+        "flag, value, key",
+        [
+            ("--data-server", "off", "data_server"),
+            ("--tensorboard-cmd", "/no/such/tensorboard", "tensorboard_cmd"),
+            ("--activate", "true", "activate"),
+        ],
+    )
+    def test_a_second_start_with_another_setting_is_refused_naming_the_value_in_force(self, rig, running, flag, value, key):
+        assert running.returncode == 0, running.stdout + running.stderr
+        pid = rig.only_state()["remote_pid"]
+        again = rig.fab("tb.start", flag, value)
+        line = one_line_error(again)
+        in_force = {"data_server": "auto", "tensorboard_cmd": local_tensorboard_cmd(), "activate": ""}[key]
+        assert f"sandbox already has a tb session with {key}={in_force!r} (this start asks for {key}={value!r})" in line
+        assert rig.only_state()["remote_pid"] == pid and tensorboards(rig) == [pid]
+
+
+@pytest.mark.machine_wide  # 6006, the default local port, and up
 def test_the_refusal_names_the_local_port_in_use(rig):
     held = socket.socket()
     held.bind(("127.0.0.1", 0))

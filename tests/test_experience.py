@@ -17,18 +17,66 @@ import pytest
 
 from .conftest import BIN, REPO, chromium_flags
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / "test-artifacts"
 
-def test_start_prints_each_phase_with_its_elapsed_time(rig):
-    result = rig.fab("tb.start")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert [re.search(r"  \[\d+\.\d\ds\]$", line) is not None for line in lines] == [True] * len(lines)
-    text = result.stdout
-    order = ["opened the tunnel", "forwarding 127.0.0.1:", "TensorBoard ready at"]
-    positions = [text.index(phrase) for phrase in order]
-    assert positions == sorted(positions)
-    times = [float(t) for t in re.findall(r"\[(\d+\.\d\d)s\]", text)]
-    assert times == sorted(times)
+
+@pytest.fixture(scope="class")
+def plain_start(class_rig):
+    """fab tb.start with the defaults, once for the class of tests that asks."""
+    return class_rig.fab("tb.start")
+
+
+class TestWhatAPlainStartShows:
+    """One fab tb.start with the defaults: what it printed, its remote log,
+    and the page in a real browser. None of them changes the session, so
+    they share it: plain_start runs once for the class (the log is read
+    before the browser's requests)."""
+
+    @pytest.fixture
+    def rig(self, class_rig):
+        return class_rig
+
+    def test_start_prints_each_phase_with_its_elapsed_time(self, rig, plain_start):
+        result = plain_start
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert [re.search(r"  \[\d+\.\d\ds\]$", line) is not None for line in lines] == [True] * len(lines)
+        text = result.stdout
+        order = ["opened the tunnel", "forwarding 127.0.0.1:", "TensorBoard ready at"]
+        positions = [text.index(phrase) for phrase in order]
+        assert positions == sorted(positions)
+        times = [float(t) for t in re.findall(r"\[(\d+\.\d\d)s\]", text)]
+        assert times == sorted(times)
+
+    def test_logs_shows_the_remote_tensorboard_log_and_follow_stops_on_ctrl_c(self, rig, plain_start):
+        assert plain_start.returncode == 0, plain_start.stdout + plain_start.stderr
+        logs = rig.fab("tb.logs")
+        assert logs.returncode == 0, logs.stderr
+        assert "tensorboard-remote: starting TensorBoard" in logs.stdout
+        assert "serving on unix" in logs.stdout
+
+        argv = [str(BIN / "fab"), "-H", "sandbox", "-S", rig.ssh_config, "tb.logs", "--follow", "--lines", "3"]
+        proc = subprocess.Popen(argv, env=rig.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        time.sleep(1.5)
+        assert proc.poll() is None, "--follow returned by itself"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert "serving on unix" in out
+        assert "Traceback" not in err
+
+    @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed (CI installs it)")
+    def test_a_real_browser_shows_the_runs_through_the_tunnel(self, rig, plain_start, tmp_path):
+        assert CHROMIUM, "CI must install chromium"
+        assert plain_start.returncode == 0, plain_start.stdout + plain_start.stderr
+        url = rig.url + "#timeseries"
+        flags = chromium_flags(tmp_path / "chromium")
+        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        assert "baseline" in dom.stdout and "wider" in dom.stdout, dom.stdout[-2000:]
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "tensorboard-through-the-tunnel.png"
+        subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+        assert shot.exists() and shot.stat().st_size > 10_000
 
 
 def test_quiet_prints_only_the_url(rig):
@@ -95,23 +143,6 @@ def test_open_on_a_headless_machine_says_so_and_still_starts(rig):
     assert f"no browser here (no DISPLAY, WAYLAND_DISPLAY or BROWSER): open {rig.url} yourself" in result.stdout
 
 
-def test_logs_shows_the_remote_tensorboard_log_and_follow_stops_on_ctrl_c(rig):
-    assert rig.fab("tb.start").returncode == 0
-    logs = rig.fab("tb.logs")
-    assert logs.returncode == 0, logs.stderr
-    assert "tensorboard-remote: starting TensorBoard" in logs.stdout
-    assert "serving on unix" in logs.stdout
-
-    argv = [str(BIN / "fab"), "-H", "sandbox", "-S", rig.ssh_config, "tb.logs", "--follow", "--lines", "3"]
-    proc = subprocess.Popen(argv, env=rig.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    time.sleep(1.5)
-    assert proc.poll() is None, "--follow returned by itself"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
-    assert "serving on unix" in out
-    assert "Traceback" not in err
-
-
 def test_verbose_prints_every_ssh_command_ready_to_paste(rig):
     result = rig.fab("tb.start", "--verbose")
     assert result.returncode == 0, result.stderr
@@ -141,24 +172,6 @@ def test_shell_completion_offers_the_tb_tasks(rig):
         assert {"tb.start", "tb.check", "tb.exit", "tb.logs", "tb.open"} <= set(result.stdout.split())
         script = rig.run([str(BIN / binary), "--print-completion-script", "bash"])
         assert script.returncode == 0 and "complete" in script.stdout
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = REPO / "test-artifacts"
-
-
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed (CI installs it)")
-def test_a_real_browser_shows_the_runs_through_the_tunnel(rig, tmp_path):
-    assert CHROMIUM, "CI must install chromium"
-    assert rig.fab("tb.start").returncode == 0
-    url = rig.url + "#timeseries"
-    flags = chromium_flags(tmp_path / "chromium")
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert "baseline" in dom.stdout and "wider" in dom.stdout, dom.stdout[-2000:]
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "tensorboard-through-the-tunnel.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
-    assert shot.exists() and shot.stat().st_size > 10_000
 
 
 def test_a_host_behind_a_jump_host_works_with_no_extra_setting(rig, strict_sandbox, tmp_path):

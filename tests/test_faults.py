@@ -74,10 +74,14 @@ def test_remote_port_zero_lets_tensorboard_take_any_free_port(rig):
     assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
 
 
+@pytest.mark.machine_wide  # 6006, the default local port
 def test_the_default_local_port_moves_to_the_next_free_one_when_taken(rig):
     env = rig.env()
     del env["FABRIC_TB_LOCAL_PORT"]
     holder = socket.socket()
+    # Held even when a test just before left 6006 in TIME_WAIT (a port with
+    # only TIME_WAIT connections is free to tb.start: test_clusters).
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         holder.bind(("127.0.0.1", 6006))
         holder.listen()

@@ -26,7 +26,13 @@ def started(result: subprocess.CompletedProcess, rig) -> None:
 
 
 @pytest.fixture(scope="class")
-def fab_start(class_rig):
+def logins_before(class_rig) -> int:
+    """The sandbox's accepted logins before fab_start."""
+    return class_rig.sandbox.accepted_logins()
+
+
+@pytest.fixture(scope="class")
+def fab_start(class_rig, logins_before):
     """fab tb.start, once for the class of tests that asks."""
     return class_rig.fab("tb.start")
 
@@ -39,8 +45,9 @@ def fab_exit(class_rig, fab_start):
 
 
 class TestFabStartCheckAndExit:
-    """fab tb.start, tb.check, tb.exit and tb.exit again on one host: a test
-    per step, in this order; fab_start and fab_exit run once for the class."""
+    """fab tb.start, tb.check, a second tb.start, tb.exit and tb.exit again
+    on one host: a test per step, in this order; fab_start and fab_exit run
+    once for the class."""
 
     @pytest.fixture
     def rig(self, class_rig):
@@ -52,6 +59,19 @@ class TestFabStartCheckAndExit:
         assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
         runs = http_json(rig.url + "data/runs")
         assert {"baseline", "wider"} <= set(runs)
+
+    def test_one_start_logs_in_once(self, rig, logins_before, fab_start):
+        started(fab_start, rig)
+        assert rig.sandbox.accepted_logins() - logins_before == 1
+
+    def test_tensorboard_outlives_the_ssh_session_that_started_it(self, rig, fab_start):
+        started(fab_start, rig)
+        remote = rig.only_state()["remote_pid"]
+        # Its session is its own (setsid), not the sshd session's.
+        assert os.getsid(remote) == remote
+        time.sleep(0.3)
+        assert alive(remote)
+        assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
 
     def test_start_records_both_pids_and_keeps_its_files_private(self, rig, fab_start):
         data = rig.only_state()
@@ -76,6 +96,16 @@ class TestFabStartCheckAndExit:
             f"watcher={data['watcher']['pid']} serving reconnects=0"
         )
 
+    def test_a_second_start_reuses_master_and_tensorboard(self, rig, fab_start):
+        started(fab_start, rig)
+        first = rig.only_state()
+        again = rig.fab("tb.start")
+        started(again, rig)
+        assert f"reusing the tunnel (ssh master pid {first['master_pid']}) and TensorBoard (pid {first['remote_pid']})" in again.stdout
+        second = rig.only_state()
+        assert (second["master_pid"], second["remote_pid"]) == (first["master_pid"], first["remote_pid"])
+        assert tensorboards(rig) == [first["remote_pid"]]
+
     def test_exit_stops_tensorboard_and_closes_the_tunnel(self, rig, fab_exit):
         result, before = fab_exit
         (data,) = before
@@ -97,34 +127,7 @@ class TestFabStartCheckAndExit:
         assert "sandbox: nothing to stop" in again.stdout
 
 
-def test_tensorboard_outlives_the_ssh_session_that_started_it(rig):
-    started(rig.fab("tb.start"), rig)
-    remote = rig.only_state()["remote_pid"]
-    # Its session is its own (setsid), not the sshd session's.
-    assert os.getsid(remote) == remote
-    time.sleep(0.3)
-    assert alive(remote)
-    assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
-
-
-def test_one_start_logs_in_once(rig):
-    before = rig.sandbox.accepted_logins()
-    started(rig.fab("tb.start"), rig)
-    assert rig.sandbox.accepted_logins() - before == 1
-
-
 # ------------------------------------------------------------ reuse and repair
-
-
-def test_a_second_start_reuses_master_and_tensorboard(rig):
-    started(rig.fab("tb.start"), rig)
-    first = rig.only_state()
-    again = rig.fab("tb.start")
-    started(again, rig)
-    assert f"reusing the tunnel (ssh master pid {first['master_pid']}) and TensorBoard (pid {first['remote_pid']})" in again.stdout
-    second = rig.only_state()
-    assert (second["master_pid"], second["remote_pid"]) == (first["master_pid"], first["remote_pid"])
-    assert tensorboards(rig) == [first["remote_pid"]]
 
 
 def test_a_killed_master_leaves_a_stale_socket_that_check_reports_and_start_repairs(rig):

@@ -36,26 +36,68 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
-def test_by_default_tensorboard_serves_a_0600_unix_socket_and_no_tcp_port(rig):
-    result = rig.fab("tb.start")
-    assert result.returncode == 0, result.stderr
-    assert "Unix socket, data server in a private network namespace" in result.stdout
-    data = rig.only_state()
-    kind, path = data["endpoint"].split(" ", 1)
-    assert kind == "unix"
-    mode = os.stat(path).st_mode
-    assert stat.S_ISSOCK(mode) and oct(mode & 0o777) == "0o600"
-    # The master forwards a 0600 socket in our 0700 control directory (the
-    # watcher holds the local port and relays to it), never a TCP port.
-    assert data["forward"] == f"{data['relay']}:{path}" and data["relay"].startswith(str(rig.control_dir) + "/")
-    assert oct(os.stat(data["relay"]).st_mode & 0o777) == "0o600"
-    remote = data["remote_pid"]
-    # The fast loader is kept, inside its own network namespace...
-    assert wait_for(lambda: data_servers(remote)), "no data server: the fast loader was turned off"
-    assert os.readlink(f"/proc/{data_servers(remote)[0]}/ns/net") != os.readlink("/proc/self/ns/net")
-    # ...so nothing of ours listens on TCP where other users could connect.
-    assert exposed_ports(remote) == []
-    assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
+@pytest.fixture(scope="class")
+def default_start(class_rig):
+    """fab tb.start with the defaults, once for the class of tests that asks."""
+    return class_rig.fab("tb.start")
+
+
+class TestTheDefaultSession:
+    """One fab tb.start with the defaults, and a test per thing it keeps
+    private. None of them changes the session, so they share it:
+    default_start runs once for the class."""
+
+    @pytest.fixture
+    def rig(self, class_rig):
+        return class_rig
+
+    def test_by_default_tensorboard_serves_a_0600_unix_socket_and_no_tcp_port(self, rig, default_start):
+        result = default_start
+        assert result.returncode == 0, result.stderr
+        assert "Unix socket, data server in a private network namespace" in result.stdout
+        data = rig.only_state()
+        kind, path = data["endpoint"].split(" ", 1)
+        assert kind == "unix"
+        mode = os.stat(path).st_mode
+        assert stat.S_ISSOCK(mode) and oct(mode & 0o777) == "0o600"
+        # The master forwards a 0600 socket in our 0700 control directory (the
+        # watcher holds the local port and relays to it), never a TCP port.
+        assert data["forward"] == f"{data['relay']}:{path}" and data["relay"].startswith(str(rig.control_dir) + "/")
+        assert oct(os.stat(data["relay"]).st_mode & 0o777) == "0o600"
+        remote = data["remote_pid"]
+        # The fast loader is kept, inside its own network namespace...
+        assert wait_for(lambda: data_servers(remote)), "no data server: the fast loader was turned off"
+        assert os.readlink(f"/proc/{data_servers(remote)[0]}/ns/net") != os.readlink("/proc/self/ns/net")
+        # ...so nothing of ours listens on TCP where other users could connect.
+        assert exposed_ports(remote) == []
+        assert http_json(rig.url + "data/logdir") == {"logdir": str(rig.logdir)}
+
+    def test_the_url_token_is_required_and_never_on_a_command_line_or_in_a_log(self, rig, default_start):
+        result = default_start
+        assert result.returncode == 0, result.stderr
+        data = rig.only_state()
+        token = data["token"]
+        assert len(token) >= 20 and f"/{token}/" in result.stdout
+        bare = f"http://127.0.0.1:{data['local_port']}/data/logdir"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bare, timeout=5)
+        assert refused.value.code == 403
+        assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
+        # Not in any process's command line, nor in any log of ours.
+        for pid in procs.pids():
+            if pid != os.getpid():
+                assert token not in cmdline(pid), cmdline(pid)
+        rundir = rig.remote_dir / data["sid"]
+        assert token not in (rundir / "log").read_text()
+        assert token not in Path(data["socket"] + ".log").read_text()
+        token_file = rundir / "token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+
+    def test_tensorboard_gets_a_private_tmpdir(self, rig, default_start):
+        assert default_start.returncode == 0
+        data = rig.only_state()
+        assert procs.environ(data["remote_pid"]).get("TMPDIR") == str(rig.remote_dir / data["sid"])
+        assert list((rig.remote_dir / data["sid"] / ".tensorboard-info").glob("pid-*.info"))
 
 
 def test_the_shared_data_server_is_exposed_which_is_why_it_is_not_the_default(rig):
@@ -75,35 +117,6 @@ def test_data_server_off_uses_the_slow_loader_and_no_port(rig):
     assert "--load_fast=false" in cmdline(remote)
     time.sleep(0.5)
     assert data_servers(remote) == [] and exposed_ports(remote) == []
-
-
-def test_the_url_token_is_required_and_never_on_a_command_line_or_in_a_log(rig):
-    result = rig.fab("tb.start")
-    assert result.returncode == 0, result.stderr
-    data = rig.only_state()
-    token = data["token"]
-    assert len(token) >= 20 and f"/{token}/" in result.stdout
-    bare = f"http://127.0.0.1:{data['local_port']}/data/logdir"
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(bare, timeout=5)
-    assert refused.value.code == 403
-    assert http_json(rig.url + "data/logdir")["logdir"] == str(rig.logdir)
-    # Not in any process's command line, nor in any log of ours.
-    for pid in procs.pids():
-        if pid != os.getpid():
-            assert token not in cmdline(pid), cmdline(pid)
-    rundir = rig.remote_dir / data["sid"]
-    assert token not in (rundir / "log").read_text()
-    assert token not in Path(data["socket"] + ".log").read_text()
-    token_file = rundir / "token"
-    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-
-
-def test_tensorboard_gets_a_private_tmpdir(rig):
-    assert rig.fab("tb.start").returncode == 0
-    data = rig.only_state()
-    assert procs.environ(data["remote_pid"]).get("TMPDIR") == str(rig.remote_dir / data["sid"])
-    assert list((rig.remote_dir / data["sid"] / ".tensorboard-info").glob("pid-*.info"))
 
 
 def test_a_server_refusing_unix_socket_forwarding_falls_back_to_tcp_with_the_token(rig, strict_sandbox):

@@ -216,7 +216,9 @@ def test_exit_while_a_reconnect_is_in_flight_cancels_it_and_leaves_nothing(start
             assert time.monotonic() < deadline, "the watcher started no reconnect"
             time.sleep(0.1)
         began = time.monotonic()
-        stop = rig.fab("tb.exit", timeout=60)
+        # A new connection to the frozen listener hangs in the banner
+        # exchange until ConnectTimeout: 2 s here, not the default 10.
+        stop = rig.fab("tb.exit", env=rig.env(FABRIC_TB_CONNECT_TIMEOUT="2"), timeout=60)
         took = time.monotonic() - began
         assert "stopped the watcher" in stop.stdout, stop.stdout + stop.stderr
         assert not alive(data["watcher"]["pid"])

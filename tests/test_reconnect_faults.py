@@ -31,8 +31,8 @@ from .slurmcluster import why_not
 from .terminal_fixtures import NEEDS_ROOT_AND_TMUX, PASSWORD, PW_USER
 from .test_reconnect import fetch, serves, wait_serving, watch_logs, watchers
 
-#: The keepalive of the link test: the master gives up after 3 unanswered (6 s).
-KEEPALIVE = 2
+#: The keepalive of the link test: the master gives up after 3 unanswered (3 s).
+KEEPALIVE = 1
 
 
 def watch_log(rig) -> Path:
@@ -324,7 +324,7 @@ def test_a_job_session_reconnects_by_itself_and_stops_retrying_once_the_job_has_
     # It stops retrying: a while later still job-ended, no attempt in flight, no new master.
     log_path = next(p for p in session.control_dir.glob("tb-*.watch.log") if p.stat().st_size)
     logged, standing = phases(log_path.read_text()), masters_of(session)
-    time.sleep(5)
+    time.sleep(4)  # longer than the longest backoff
     assert family(watcher) == [watcher], "the watcher still runs a reconnect"
     assert masters_of(session) == standing  # none opened meanwhile
     assert phases(log_path.read_text()) == logged and logged[-1] == "job-ended", log_path.read_text()
