@@ -78,7 +78,8 @@ def translate(argv: list[str]) -> list[str]:
             f"tensorboard-remote: unknown action {action!r} (expected {', '.join(ACTIONS)})\n{USAGE}\n"
         )
         raise SystemExit(2)
-    return [binary, action, "--host", host, *rest]
+    # HOST1,HOST2: several hosts (with --merge, one merged view over them).
+    return [binary, action, "--hosts" if "," in host else "--host", host, *rest]
 
 
 def main(argv: Optional[list[str]] = None) -> None:

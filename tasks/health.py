@@ -145,6 +145,8 @@ class Status(Enum):
     NEEDS_LOGIN = "needs-login"
     HOST_KEY_REFUSED = "host-key-refused"
     JOB_ENDED = "job-ended"
+    # A merged view: it serves, but a host's last sync failed.
+    STALE = "stale"
 
 
 @dataclass(frozen=True)

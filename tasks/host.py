@@ -345,14 +345,14 @@ class Host:
 
     # ---------------------------------------------------------- remote
 
-    def _remote_argv(self, through_master: bool) -> list[str]:
+    def remote_argv(self, through_master: bool = True) -> list[str]:
         return sshargv.remote_argv(self.target, self.socket if through_master else None)
 
     def run(self, script: str, *, timeout: Optional[float] = None, through_master: bool = True) -> remote.Reply:
         """Run a remote script (through the master, or with a login of its
         own when the master is gone); its reply."""
         outcome = self.shell.run(
-            self._remote_argv(through_master), timeout=timeout or self.shell.quick, stdin=script, what=f"ssh to {self.label}"
+            self.remote_argv(through_master), timeout=timeout or self.shell.quick, stdin=script, what=f"ssh to {self.label}"
         )
         reply = remote.Reply.parse(outcome.stdout)
         if reply is None:
@@ -361,10 +361,20 @@ class Host:
             raise RemoteFailed(f"remote step on {self.label} failed: {outcome.reason}")
         return reply
 
+    def output(self, script: str, *, timeout: Optional[float] = None) -> str:
+        """Run a remote script through the master; its stdout (a step that
+        prints no ``tbr`` reply, e.g. a check of the sync tools)."""
+        outcome = self.shell.run(self.remote_argv(True), timeout=timeout or self.shell.quick, stdin=script, what=f"ssh to {self.label}")
+        if not outcome.ok:
+            if not Path(self.socket).exists():
+                raise RemoteFailed(f"remote step on {self.label} failed: the ssh master is gone (its socket {self.socket} vanished)")
+            raise RemoteFailed(f"remote step on {self.label} failed: {outcome.reason}")
+        return outcome.stdout
+
     def log_tail(self, rundir: str) -> str:
         """The tail of TensorBoard's remote log ("" if it cannot be read)."""
         try:
-            outcome = self.shell.run(self._remote_argv(True), timeout=self.shell.quick, stdin=remote.log_script(rundir, LOG_LINES))
+            outcome = self.shell.run(self.remote_argv(True), timeout=self.shell.quick, stdin=remote.log_script(rundir, LOG_LINES))
         except TbError:
             return ""
         return outcome.stdout.rstrip()
@@ -376,6 +386,6 @@ class Host:
         the user presses Ctrl-C (the ssh client then ends the remote tail).
         """
         return self.shell.stream(
-            self._remote_argv(through_master), stdin=script,
+            self.remote_argv(through_master), stdin=script,
             timeout=None if follow else self.shell.quick + 10, what=f"ssh to {self.label}",
         )

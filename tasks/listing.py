@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .session import Session
 
 
-def row(session: Session) -> dict[str, Any]:
-    """A session's row: where, its URL and TensorBoard, and its health."""
+def row(session: Any) -> dict[str, Any]:
+    """A session's row: where, its URL and TensorBoard, and its health (a
+    merged view's row says each host's health and last sync)."""
+    if hasattr(session, "row"):
+        return session.row()
     rec = session.record()
     health = session.check()
     now = time.time()
@@ -38,6 +40,19 @@ def uptime(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def _health(r: dict[str, Any]) -> str:
+    word = "ok" if r["healthy"] else r["status"]
+    if r.get("kind") != "merge" or not r.get("hosts"):
+        return word
+    if r["health"] in ("ok", "stale"):
+        word = r["health"]
+    each = []
+    for label, seen in r["hosts"].items():
+        age = "never" if seen.get("age") is None else f"{seen['age']:.0f}s ago"
+        each.append(f"{label}={seen.get('health')} ({age}, {seen.get('method')})")
+    return f"{word}: " + " ".join(each)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Aligned columns; the health column last, as long as it needs."""
     if not rows:
@@ -49,7 +64,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             str(r["remote_pid"] or "-"),
             r["logdir"] or "-",
             uptime(r["uptime_seconds"]),
-            "ok" if r["healthy"] else r["status"],
+            _health(r),
         )
         for r in rows
     ]

@@ -86,10 +86,11 @@ def bind(port: int) -> socket.socket:
     return listener
 
 
-def spawn(paths: Paths, listener: socket.socket, spec: dict[str, Any]) -> WatcherRef:
+def spawn(paths: Paths, listener: socket.socket, spec: dict[str, Any], module: str = "watcher") -> WatcherRef:
     """Start the session's watcher, detached (its own session, no terminal),
     with ``listener`` and its instructions (``spec``, on its stdin: never in
-    its command line). Our copy of the listener is closed."""
+    its command line). Our copy of the listener is closed. ``module``:
+    ``watcher`` (a session's) or ``syncer`` (a merged view's)."""
     package = __name__.rpartition(".")[0]
     parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -100,7 +101,7 @@ def spawn(paths: Paths, listener: socket.socket, spec: dict[str, Any]) -> Watche
         proc = subprocess.Popen(
             # The control socket's path in the command line lets a person
             # (and the test suite) tell which session a watcher belongs to.
-            [sys.executable, "-m", f"{package}.watcher", str(paths.socket)],
+            [sys.executable, "-m", f"{package}.{module}", str(paths.socket)],
             stdin=subprocess.PIPE, stdout=fd, stderr=fd, pass_fds=(listener.fileno(),),
             start_new_session=True, cwd="/", env=env,
         )
@@ -113,7 +114,7 @@ def spawn(paths: Paths, listener: socket.socket, spec: dict[str, Any]) -> Watche
         proc.stdin.close()
     since = identity(proc.pid)
     if since is None:
-        raise TbError(f"the watcher exited at once: see {paths.watch_log}")
+        raise TbError(f"the {module} exited at once: see {paths.watch_log}")
     return WatcherRef(proc.pid, since)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from .errors import TbError
+from .mirror import Patterns
 
 
 class _EnvNumber(int):
@@ -101,6 +102,27 @@ DEFAULTS: dict[str, Any] = {
     # rides it: no second login, no second two-factor prompt; "no": always
     # our own master.
     "user_master": "yes",
+    # A merged view (tb.start --merge): a mapping of host to its logdir, e.g.
+    # {"gpu1": "~/runs", "gpu2": "/scratch/me/runs"}; tb.start --merge with
+    # no --hosts starts these (a host not in it takes tb.logdir). A mapping
+    # (invoke cannot merge a file's mapping into None); in the environment,
+    # INVOKE_TB_MERGE=host=logdir,host2=logdir2.
+    "merge": {},
+    # Where TensorBoard runs for a single host: "remote" (on the host, behind
+    # the tunnel) or "local" (here, over a mirror of the host's logdir: no
+    # TensorBoard and no long-running process of ours on the host).
+    "run_on": "remote",
+    # The local mirrors of merged views (and --run-on local): one folder per
+    # session and host. Kept by tb.exit unless --remove-mirror.
+    "mirror_dir": os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "tensorboard-remote", "mirror"),
+    # What the mirror copies: rsync-style patterns (comma-separated or a
+    # list). Event files and plugin data; never checkpoints.
+    "mirror_patterns": "events.out.tfevents.*,plugins/**,projector_config.pbtxt",
+    # Seconds between sync rounds of each host.
+    "sync_every": _EnvNumber(5),
+    # "auto": rsync where both ends have it, else our own stream (a Python 3
+    # on the host); "no": always our own stream.
+    "rsync": "auto",
 }
 
 
@@ -125,6 +147,11 @@ class Settings:
     python: str = ""
     reconnect: bool = True
     user_master: bool = True
+    run_on: str = "remote"
+    mirror_dir: str = "~/.cache/tensorboard-remote/mirror"
+    mirror_patterns: str = "events.out.tfevents.*,plugins/**,projector_config.pbtxt"
+    sync_every: float = 5.0
+    rsync: str = "auto"
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -252,5 +279,43 @@ def settings(config: Any, **flags: Any) -> Settings:
         python=text(get("python"), "python", allow_empty=True).strip(),
         reconnect=yes_no(get("reconnect"), "reconnect"),
         user_master=yes_no(get("user_master"), "user_master"),
+        run_on=choice(get("run_on"), "run_on", ("remote", "local")),
+        mirror_dir=text(get("mirror_dir"), "mirror_dir"),
+        mirror_patterns=",".join(_patterns(get("mirror_patterns"))),
+        sync_every=seconds(get("sync_every"), "sync_every"),
+        rsync=choice(get("rsync"), "rsync", ("auto", "no")),
         local_port_explicit=local_port_explicit,
     )
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    return Patterns.parse(value).globs
+
+
+def merge_mapping(config: Any, value: Any = None) -> dict[str, str]:
+    """The ``merge`` setting as host -> logdir: a mapping (config files), or
+    ``host=logdir,host2=logdir2`` (an environment variable)."""
+    value = resolve(config, "merge", value)
+    if not value:
+        prefix = getattr(config, "_env_prefix", None) or "INVOKE_"
+        value = os.environ.get(f"{prefix}TB_MERGE")
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        pairs = {}
+        for item in value.split(","):
+            host, sep, logdir = item.strip().partition("=")
+            if not sep or not host.strip() or not logdir.strip():
+                raise TbError(f"merge must map hosts to logdirs (host=logdir,...), got {item!r}")
+            pairs[host.strip()] = logdir.strip()
+        return pairs
+    try:
+        items = dict(value).items()
+    except (TypeError, ValueError):
+        raise TbError(f"merge must be a mapping of host to logdir, got {value!r}") from None
+    mapping = {}
+    for host, logdir in items:
+        if isinstance(logdir, dict) or logdir is None:
+            logdir = (logdir or {}).get("logdir")
+        mapping[str(host)] = text(logdir, f"merge logdir of {host}")
+    return mapping

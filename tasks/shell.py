@@ -12,10 +12,11 @@ import contextlib
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import Cancelled, CommandTimeout, TbError
 
@@ -141,6 +142,39 @@ class Shell:
         except FileNotFoundError:
             raise TbError(f"{argv[0]!r} not found: install the OpenSSH client") from None
         return Outcome(proc.returncode, out, err_text)
+
+    @contextlib.contextmanager
+    def process(self, argv: list[str], *, what: str = "ssh") -> Iterator[tuple[subprocess.Popen, Callable[[], str]]]:
+        """Run ``argv`` with binary pipes for the caller to drive (a sync
+        stream), and a function that gives its stderr's last line. It is
+        killed on the way out if still running, and by :meth:`cancel`."""
+        self._show(argv)
+        errors = tempfile.TemporaryFile()
+        try:
+            proc = self._spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        except FileNotFoundError:
+            errors.close()
+            raise TbError(f"{argv[0]!r} not found: install the OpenSSH client") from None
+
+        def said() -> str:
+            errors.seek(0)
+            return last_line(errors.read().decode(errors="replace"))
+
+        try:
+            yield proc, said
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            errors.close()
+            with self._guard:
+                self._running.discard(proc)
+        if self._cancelled:
+            raise Cancelled("cancelled: the session is being stopped")
 
     def stream(self, argv: list[str], *, stdin: str, timeout: Optional[float], what: str = "ssh") -> int:
         """Run ``argv`` with its output going straight to ours; its exit

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Iterator, Optional
 
-from . import record, slurm, state
+from . import merge, record, slurm, state
 from .errors import TbError
 from .host import Host, MasterState
 from .placement import HERE
@@ -114,6 +114,7 @@ def sessions(
     if job is not None:
         raise TbError("--job needs the login host: fab -H LOGIN, --host LOGIN or tb.host")
     yield from recorded(shell, config, batch=not prompting_allowed())
+    yield from merge.recorded(shell, state.control_dir(config.control_dir), batch=not prompting_allowed())
 
 
 def on_host(shell: Shell, given: Target, config: Settings) -> Iterator[Session]:
@@ -126,9 +127,11 @@ def on_host(shell: Shell, given: Target, config: Settings) -> Iterator[Session]:
         session for session in recorded(shell, config, batch=given.batch)
         if session.placement is not HERE and slurm.login_of(session.host.target) == given.label
     ]
-    if not jobs or own.record() is not None or own.host.master().state is not MasterState.NONE:
+    here = merge.find(shell, state.control_dir(config.control_dir), [given.label], batch=given.batch, single=True)
+    if (not jobs and not here) or own.record() is not None or own.host.master().state is not MasterState.NONE:
         yield own
     yield from jobs
+    yield from here
 
 
 def recorded(shell: Shell, config: Settings, *, batch: bool) -> Iterator[Session]:

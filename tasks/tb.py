@@ -24,13 +24,20 @@ from typing import Any, Callable, Optional
 
 from invoke import Collection, Exit, task
 
-from . import listing, remote, slurm, targets
+from . import listing, remote, slurm, state, targets
 from .browse import browse
 from .errors import TbError
 from .host import Host, MasterState
+from .local import LocalBoard
+from .merge import MergedSession
+from .merge import find as merge_find
+from .merge import paths_of as merge_paths
+from .merge import recorded as merge_recorded
+from .merge import session_id as merge_id
+from .merge import Wanted as merge_wanted
 from .progress import Reporter
 from .session import Session
-from .settings import DEFAULTS, Settings, resolve, settings, yes_no
+from .settings import DEFAULTS, Settings, merge_mapping, resolve, settings, yes_no
 from .shell import Shell, require_multiplexing
 
 _COMMON_HELP = {
@@ -59,6 +66,12 @@ _START_HELP = {
     "open": "Open the URL in your browser when ready (config: tb.open).",
     "reconnect": "yes (default): a small watcher keeps the URL working after sleep, roaming or a lost connection, never prompting; no: only the ssh master, as before.",
     "user-master": "yes (default): ride your own live ssh master for the host (ControlMaster/ControlPersist in ssh_config), no second login; no: always our own.",
+    "merge": "One TensorBoard here over a mirror of every host's logdir (--hosts a,b, or the merge setting: host -> logdir); runs are named HOST/RUN.",
+    "run-on": "remote (default: TensorBoard on the host, behind the tunnel) or local (here, over a mirror of the host's logdir; nothing long-running on the host).",
+    "mirror-dir": "Where merged views keep their mirrors (default ~/.cache/tensorboard-remote/mirror).",
+    "mirror-patterns": "Comma-separated rsync-style patterns of what the mirror copies (default events.out.tfevents.*,plugins/**,projector_config.pbtxt).",
+    "sync-every": "Seconds between sync rounds of a merged view, per host (default 5).",
+    "rsync": "auto (default): rsync where both ends have it, else our own stream; no: always our own stream.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
@@ -117,6 +130,12 @@ def start(
     slurm_via=None,
     reconnect=None,
     user_master=None,
+    merge=False,
+    run_on=None,
+    mirror_dir=None,
+    mirror_patterns=None,
+    sync_every=None,
+    rsync=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -136,13 +155,22 @@ def start(
         slurm_via=slurm_via,
         reconnect=reconnect,
         user_master=user_master,
+        run_on=run_on,
+        mirror_dir=mirror_dir,
+        mirror_patterns=mirror_patterns,
+        sync_every=sync_every,
+        rsync=rsync,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
         raise TbError("--job and --hosts do not go together: one login host per job")
+    if job is not None and (merge or config.run_on == "local"):
+        raise TbError("--job does not go with --merge or --run-on local yet: a job's TensorBoard runs in the job")
     shell = _shell(config, verbose)
     try:
-        if hosts:
+        if merge or config.run_on == "local":
+            urls = [_start_merged(c, host, hosts, bool(merge), ssh_config_path, config, shell, quiet)]
+        elif hosts:
             urls = _start_many(c, hosts, ssh_config_path, config, shell, quiet)
         else:
             urls = [_start_one(c, host, ssh_config_path, config, shell, quiet, job)]
@@ -167,11 +195,62 @@ def _start_one(c: Any, host: Optional[str], ssh_config: Optional[str], config: S
         report.close()
 
 
-def _start_many(c: Any, hosts: str, ssh_config: Optional[str], config: Settings, shell: Shell, quiet: bool) -> list[str]:
-    """Start several hosts at once: one thread, master and local port each."""
+def _start_merged(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, ssh_config: Optional[str], config: Settings, shell: Shell, quiet: bool) -> str:
+    """A merged view (or one host with ``run_on`` local): TensorBoard here over a mirror."""
+    mapping = merge_mapping(c.config)
+    if merged:
+        names = _names(hosts) if hosts else list(mapping)
+        if not names:
+            raise TbError("--merge needs the hosts: --hosts a,b or the merge setting (host -> logdir)")
+        # LOGIN/JOB: a Slurm job's logdir, read through its login node.
+        found = [targets.target(c, name.partition("/")[0], ssh_config, config.connect_timeout) for name in names]
+        jobs = [slurm.check_job(name.partition("/")[2]) if "/" in name else None for name in names]
+    else:
+        if hosts:
+            raise TbError("--run-on local is for one host; for several, add --merge (one TensorBoard over all)")
+        one = targets.target(c, host, ssh_config, config.connect_timeout)
+        if one is None:
+            raise TbError("no host given: use fab -H HOST, --host HOST or the tb.host setting")
+        found, names, jobs = [one], [one.label], [None]
+    wanted = [
+        merge_wanted(t, mapping.get(name, mapping.get(t.label, config.logdir)), job)
+        for t, name, job in zip(found, names, jobs, strict=True) if t is not None
+    ]
+    if len({(w.target.label, w.job) for w in wanted}) != len(wanted):
+        raise TbError("a host is named twice in the merged view")
+    single = not merged
+    directory = state.control_dir(config.control_dir)
+    session = MergedSession(shell, merge_paths(directory, merge_id(wanted, single)), batch=not targets.prompting_allowed())
+    report = Reporter(quiet=quiet, plain=len(wanted) > 1)
+    try:
+        url, failures = session.start(config, wanted, single, report)
+    finally:
+        report.close()
+    if failures:
+        if len(failures) == 1:
+            raise TbError(f"{failures[0]}; the {session.label} started without it: {url}")
+        gone = ", ".join(line.split(":", 1)[0] for line in failures)
+        raise TbError("\n".join(failures) + f"\nthe {session.label} started without {gone}: {url}")
+    return url
+
+
+def _asked(c: Any, name: str, ssh_config: Optional[str], config: Settings) -> str:
+    """A merged view's host as its record names it: the target's label, and /JOB for a job."""
+    host, _, job = name.partition("/")
+    label = targets.target(c, host, ssh_config, config.connect_timeout).label
+    return f"{label}/{slurm.check_job(job)}" if job else label
+
+
+def _names(hosts: str) -> list[str]:
     names = [name.strip() for name in str(hosts).split(",") if name.strip()]
     if not names:
         raise TbError("--hosts needs a comma-separated list of hosts")
+    return names
+
+
+def _start_many(c: Any, hosts: str, ssh_config: Optional[str], config: Settings, shell: Shell, quiet: bool) -> list[str]:
+    """Start several hosts at once: one thread, master and local port each."""
+    names = _names(hosts)
     found = [targets.target(c, name, ssh_config, config.connect_timeout) for name in names]
     # Each host takes the first free port from the configured one upwards.
     config = dataclasses.replace(config, local_port_explicit=False)
@@ -194,13 +273,20 @@ def _start_many(c: Any, hosts: str, ssh_config: Optional[str], config: Settings,
     return urls
 
 
-@task(help=_COMMON_HELP, auto_shortflags=False)
+_WHICH_HELP = {
+    **_COMMON_HELP,
+    "hosts": "With --merge: the merged view over these hosts (comma-separated).",
+    "merge": "Act on merged views (with --hosts: the one over those hosts; alone: every merged view).",
+}
+
+
+@task(help=_WHICH_HELP, auto_shortflags=False)
 @explained
-def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None):
+def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None, hosts=None, merge=False):
     """Say whether tunnel, remote TensorBoard and page are healthy; exit 1 if not."""
     config = settings(c.config, control_dir=control_dir)
     results = []
-    for session in targets.sessions(c, host, config, ssh_config, _shell(config, verbose), job):
+    for session in _which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job):
         health = session.check()
         _say(health.line)
         results.append(health.ok)
@@ -210,15 +296,40 @@ def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=No
         raise Exit(code=1)
 
 
-@task(name="exit", help=_COMMON_HELP, auto_shortflags=False)
+def _which(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, config: Settings, ssh_config: Optional[str], shell: Shell, job: Optional[str]):
+    """The sessions a check or exit acts on: with --merge, merged views (over
+    --hosts, or all); else as for any session (merged views included when no
+    host is given, and a host's --run-on local view with --host)."""
+    if merged or hosts:
+        if not merged:
+            raise TbError("--hosts on check and exit names a merged view: add --merge")
+        directory = state.control_dir(config.control_dir)
+        batch = not targets.prompting_allowed()
+        if hosts:
+            labels = [_asked(c, name, ssh_config, config) for name in _names(hosts)]
+            found = merge_find(shell, directory, labels, batch=batch, single=False)
+            if not found:
+                raise TbError(f"no merged view over {', '.join(labels)} is recorded here (tb.list shows what is)")
+            return found
+        return list(merge_recorded(shell, directory, batch=batch))
+    return list(targets.sessions(c, host, config, ssh_config, shell, job))
+
+
+_EXIT_HELP = {**_WHICH_HELP, "remove-mirror": "Also remove a merged view's local mirror (kept by default, to read offline)."}
+
+
+@task(name="exit", help=_EXIT_HELP, auto_shortflags=False)
 @explained
-def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None):
+def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None, hosts=None, merge=False, remove_mirror=False):
     """Close the tunnel and stop only the TensorBoard that tb.start started."""
     config = settings(c.config, control_dir=control_dir)
     found = False
-    for session in targets.sessions(c, host, config, ssh_config, _shell(config, verbose), job):
+    for session in _which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job):
         found = True
-        session.stop(_say)
+        if isinstance(session, MergedSession):
+            session.stop(_say, remove_mirror=bool(remove_mirror))
+        else:
+            session.stop(_say)
     if not found:
         _say("nothing to stop: no tunnel of ours is open on this machine")
 
@@ -254,6 +365,10 @@ def logs(c, host=None, control_dir=None, ssh_config=None, lines=40, follow=False
     """Show the tail of the remote TensorBoard log (--follow to keep watching)."""
     try:
         session, rec = _one_session(c, host, control_dir, ssh_config, job)
+        if isinstance(session, MergedSession):
+            # A merged view's TensorBoard runs here: its log is a local file.
+            print(LocalBoard(rec.rundir).log_tail(int(lines)))
+            return
         up = session.host.follow(rec.borrowed).state is MasterState.UP
         script = remote.log_script(rec.rundir, int(lines), follow=bool(follow))
         code = session.host.stream(script, follow=bool(follow), through_master=up)
@@ -288,7 +403,9 @@ _LIST_HELP = {
 def list_(c, control_dir=None, json=False):
     """One row per tunnel of ours: host, URL, remote pid, logdir, uptime, health."""
     config = settings(c.config, control_dir=control_dir)
-    found = list(targets.recorded(_shell(config), config, batch=True))
+    shell = _shell(config)
+    found = list(targets.recorded(shell, config, batch=True))
+    found += list(merge_recorded(shell, state.control_dir(config.control_dir), batch=True))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(found), 16))) as pool:
         rows = list(pool.map(listing.row, found))
     print(_json.dumps(rows, indent=2) if json else listing.table(rows))
