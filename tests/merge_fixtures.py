@@ -312,7 +312,7 @@ class MergeRig(Runner):
 
     def sshd_sessions(self, alias: str) -> list[int]:
         """Connections the host's sshd serves now (its children: masters, rsync's ssh)."""
-        box = self.hosts.box(alias)
+        box = self.hosts.bastion if alias == "strict" else self.hosts.box(alias)
         sshd = box.pid()
         return [pid for pid in family(sshd) if pid != sshd] if sshd else []
 
