@@ -354,8 +354,13 @@ class TestOneViewOverFourHosts:
         assert not (mirror / "host2" / "baseline" / "notes.txt").exists()
         assert not list(mirror2.rglob("*ckpt*")) and not list(mirror2.rglob("checkpoint"))
         # host3's logdir is missing: check says so; when it appears, its runs do.
-        check2 = rig.cli("host2,host3", "check", "--merge")
-        assert f"; host3: no logdir {later} there yet (checked" in check2.stdout, check2.stdout
+        # (Until the syncer's first round, check says "not synced yet".)
+        waiting = f"; host3: no logdir {later} there yet (checked "
+        check2 = wait_until(
+            lambda: (lambda c: c if waiting in c.stdout else None)(rig.cli("host2,host3", "check", "--merge")),
+            SYNC_DEADLINE, "check to say host3's logdir is missing", every=0.5,
+        )
+        assert check2.returncode == 0, check2.stdout
         write_runs(later, ("late-run",), steps=20)
         wait_until(lambda: "host3/late-run" in runs(url2), SYNC_DEADLINE, "host3's run after its logdir appeared")
         check2 = rig.cli("host2,host3", "check", "--merge")
@@ -417,12 +422,14 @@ class TestOneViewOverFourHosts:
         board, syncer = pids_of(check.stdout)
         masters = masters_of(mirror)
         assert len(masters) == 4
-        stop = rig.fab("tb.exit")  # no host: everything
+        log = next(rig.control_dir.glob("merge-*.watch.log")).read_text()
+        stop = rig.fab("tb.exit", "--verbose")  # no host: everything
         assert stop.returncode == 0, stop.stdout + stop.stderr
-        assert f"{VIEW}: stopped the syncer (pid {syncer})" in stop.stdout
-        assert f"stopped TensorBoard here (pid " in stop.stdout
-        assert f"closed the tunnels to {', '.join(MAPPED)}" in stop.stdout
-        assert f"the mirror stays in {mirror} (tb.exit --remove-mirror removes it)" in stop.stdout
+        said = f"{stop.stdout}{stop.stderr}\nthe syncer's log:\n{log[-3000:]}"
+        assert f"{VIEW}: stopped the syncer (pid {syncer})" in said, said
+        assert f"stopped TensorBoard here (pid " in said, said
+        assert f"closed the tunnels to {', '.join(MAPPED)}" in said, said
+        assert f"the mirror stays in {mirror} (tb.exit --remove-mirror removes it)" in said, said
         assert all(wait_gone(pid) for pid in (board, syncer, *masters))
         nothing_left(rig)
         assert not _port_open(url)
