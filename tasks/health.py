@@ -145,6 +145,7 @@ class Status(Enum):
     NEEDS_LOGIN = "needs-login"
     HOST_KEY_REFUSED = "host-key-refused"
     JOB_ENDED = "job-ended"
+    WAITING_FOR_JOB = "waiting-for-job"  # --follow: the next job of the name is not running yet
     # A merged view: it serves, but a host's last sync failed.
     STALE = "stale"
 
@@ -156,6 +157,8 @@ class Health:
     detail: str  # what a person reads after "LABEL: "
     #: A watched session's watcher, as it says (``tb.list --json``).
     watcher: Optional[dict] = None
+    #: A Slurm job's: its id and time left (``tb.list --json``).
+    job: Optional[dict] = None
 
     @property
     def ok(self) -> bool:

@@ -25,6 +25,7 @@ def row(session: Any) -> dict[str, Any]:
         "status": health.detail,
         "health": health.status.value,
         "watcher": health.watcher,
+        "job": health.job,
     }
 
 

@@ -18,6 +18,7 @@ from .remote import Reply, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import Host
+    from .jobclock import Clock
     from .progress import Reporter
     from .record import JobRef, Record
     from .settings import Settings
@@ -68,6 +69,10 @@ class Placement:
     def forwarded(self, rec: "Record", launch: Launch) -> str:
         """Where the forward leads, for the "forwarding ... to ..." line."""
         return messages.where(str(rec.endpoint)) + " there"
+
+    def clock(self, host: "Host", rec: "Record") -> Optional["Clock"]:
+        """A Slurm job's time left, for ``tb.check`` and ``tb.list`` (None: no job)."""
+        return None
 
     def not_running(self, label: str, rec: "Record") -> str:
         """``tb.check``'s words when TensorBoard is no longer running."""

@@ -41,6 +41,8 @@ class JobRef:
     node: str  # the node TensorBoard runs on (the job's first)
     addr: str  # its NodeAddr, or the node name when Slurm gives none usable
     via: str  # "srun" (a step of the job) or "ssh" (the node's sshd)
+    left: str = "-"  # squeue's time left at the lookup ("3:59:12", "UNLIMITED")
+    seen: str = "0"  # when it said so (wall clock, seconds)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,12 @@ class Record:
             values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
             values["target"] = Target.from_dict(data["target"])
             if data.get("job"):
-                values["job"] = JobRef(**{f.name: str(data["job"][f.name]) for f in dataclasses.fields(JobRef)})
+                # Keys a record of an earlier release lacks take their defaults.
+                given = data["job"]
+                values["job"] = JobRef(**{
+                    f.name: str(given[f.name]) for f in dataclasses.fields(JobRef)
+                    if f.name in given or f.default is dataclasses.MISSING
+                })
             if data.get("watcher"):
                 values["watcher"] = WatcherRef(pid=int(data["watcher"]["pid"]), since=str(data["watcher"]["since"]))
             record = cls(**values)

@@ -608,13 +608,14 @@ def job_script(spec: str, *, by_id: bool) -> str:
     """Look a job up with ``squeue`` (all states) on the login node.
 
     Prints ``tbr-info user NAME`` (who we are there), one ``tbr-job ID STATE
-    OWNER NODE ADDR`` line per matching job (NODE and ADDR: the first node of
-    a running job and its NodeAddr, else ``-``), then ``tbr jobs``; or
+    OWNER NODE ADDR LEFT`` line per matching job (NODE and ADDR: the first node of
+    a running job and its NodeAddr, else ``-``; LEFT: squeue's time left,
+    ``D-HH:MM:SS`` or ``UNLIMITED``), then ``tbr jobs``; or
     ``tbr error no-squeue`` / ``tbr error squeue MESSAGE``. A job name
     matches only the user's own jobs; a job id matches anyone's, so that a
     wrong id can be told apart from a job of someone else.
     """
-    fmt = shlex.quote("%i|%T|%u|%N")
+    fmt = shlex.quote("%i|%T|%u|%N|%L")
     if by_id:
         query = f"squeue -h -t all -j {shlex.quote(spec)} -o {fmt}"
     else:
@@ -633,14 +634,14 @@ out=$({query} 2>"$e") || {{
   exit 0
 }}
 [ "$e" = /dev/null ] || rm -f "$e"
-printf '%s\n' "$out" | while IFS='|' read -r id st owner nodes; do
+printf '%s\n' "$out" | while IFS='|' read -r id st owner nodes left; do
   [ -n "$id" ] || continue
   n= a=
   if [ "$st" = RUNNING ] && [ -n "$nodes" ]; then
     n=$(scontrol show hostnames "$nodes" 2>/dev/null | head -n 1)
     [ -n "$n" ] && a=$(scontrol show node "$n" 2>/dev/null | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p' | head -n 1)
   fi
-  echo "tbr-job $id $st $owner ${{n:--}} ${{a:--}}"
+  echo "tbr-job $id $st $owner ${{n:--}} ${{a:--}} ${{left:--}}"
 done
 echo "tbr jobs"
 """

@@ -70,6 +70,8 @@ LIVENESS_EVERY = 0.5
 PROBE_EVERY = 0.05
 #: Seconds a start waits for a new watcher to answer, and to see the page.
 WATCHER_READY = 10.0
+#: tb.check warns when a Slurm job has less than this left (setting job_warn).
+JOB_WARN = 600.0
 
 
 class Tunnel(Enum):
@@ -147,6 +149,7 @@ def requested(settings: Settings) -> dict[str, Any]:
         "activate": settings.activate,
         "python": settings.python,
         "reconnect": settings.reconnect,
+        "follow": settings.follow,
     }
     if settings.serve == "tcp":
         wanted["remote_port"] = settings.remote_port
@@ -383,14 +386,27 @@ class Session:
 
     # ------------------------------------------------------------ check
 
-    def check(self) -> Health:
+    def check(self, warn_before: float = JOB_WARN) -> Health:
         """Is the tunnel up, TensorBoard running, and the page answering?
-        With a watcher: and is it there, and what is it doing?"""
+        With a watcher: and is it there, and what is it doing? With a Slurm
+        job: how long it has left (a warning under ``warn_before`` seconds)."""
         rec = record.load(self.host.paths)
         seen = self._check_tunnel(rec)
-        if rec is None or not rec.relay:
+        if rec is not None and rec.relay:
+            seen = self._with_watcher(rec, seen)
+        if rec is not None and rec.job is not None and seen.status not in (Status.JOB_ENDED, Status.NOT_RUNNING, Status.WAITING_FOR_JOB):
+            seen = self._with_clock(rec, seen, warn_before)
+        return seen
+
+    def _with_clock(self, rec: Record, seen: Health, warn_before: float) -> Health:
+        clock = self.placement.clock(self.host, rec)
+        if clock is None or rec.job is None:
             return seen
-        return self._with_watcher(rec, seen)
+        words = f"; job {rec.job.id}: {clock.words()}"
+        warning = clock.warning(warn_before, rec.job.id)
+        if warning:
+            words += f"; {warning}"
+        return dataclasses.replace(seen, detail=seen.detail + words, job={"id": rec.job.id, **clock.as_json(), "warning": warning})
 
     def _with_watcher(self, rec: Record, seen: Health) -> Health:
         """The watcher's part of ``tb.check``'s line, and its state first
@@ -414,6 +430,7 @@ class Session:
         waiting = {
             "reconnecting": Status.RECONNECTING, "needs-login": Status.NEEDS_LOGIN,
             "host-key-refused": Status.HOST_KEY_REFUSED, "job-ended": Status.JOB_ENDED,
+            "waiting-for-job": Status.WAITING_FOR_JOB,
         }
         if phase in waiting:
             since = status.get("outage_since")
@@ -423,6 +440,7 @@ class Session:
                 "needs-login": f"needs you to log in again{lost}: run tb.start (it logs in once; the URL stays the same)",
                 "host-key-refused": f"{status.get('error')}: stopped reconnecting; fix known_hosts, then tb.start",
                 "job-ended": f"{status.get('error')}: stopped reconnecting; tb.exit cleans up",
+                "waiting-for-job": f"{status.get('error')} (the same URL serves it once it runs; tb.exit stops following)",
             }[phase]
             return Health(waiting[phase], self.label, f"{said}; {line}; the rest: {seen.detail}", watcher=status)
         return dataclasses.replace(seen, detail=f"{seen.detail} {line}", watcher=status)

@@ -118,8 +118,18 @@ DEFAULTS: dict[str, Any] = {
     # What the mirror copies: rsync-style patterns (comma-separated or a
     # list). Event files and plugin data; never checkpoints.
     "mirror_patterns": "events.out.tfevents.*,plugins/**,projector_config.pbtxt",
+    # "yes": a --job NAME session follows the job by name: when it ends, the
+    # watcher starts TensorBoard in the next running job of yours with that
+    # name (a resubmission, a requeue, an array's next task), same URL.
+    "follow": "no",
+    # tb.check warns when a Slurm job (--job) has less than this many seconds
+    # before its time limit.
+    "job_warn": _EnvNumber(600),
     # Seconds between sync rounds of each host.
     "sync_every": _EnvNumber(5),
+    # "yes": a host of a merged view that cannot be reached is left out (and
+    # named), the others start; "no": then nothing starts.
+    "merge_partial": "yes",
     # "auto": rsync where both ends have it, else our own stream (a Python 3
     # on the host); "no": always our own stream.
     "rsync": "auto",
@@ -152,6 +162,9 @@ class Settings:
     mirror_patterns: str = "events.out.tfevents.*,plugins/**,projector_config.pbtxt"
     sync_every: float = 5.0
     rsync: str = "auto"
+    merge_partial: bool = True
+    job_warn: float = 600.0
+    follow: bool = False
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -284,6 +297,9 @@ def settings(config: Any, **flags: Any) -> Settings:
         mirror_patterns=",".join(_patterns(get("mirror_patterns"))),
         sync_every=seconds(get("sync_every"), "sync_every"),
         rsync=choice(get("rsync"), "rsync", ("auto", "no")),
+        merge_partial=yes_no(get("merge_partial"), "merge_partial"),
+        job_warn=seconds(get("job_warn"), "job_warn"),
+        follow=yes_no(get("follow"), "follow"),
         local_port_explicit=local_port_explicit,
     )
 

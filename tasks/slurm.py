@@ -22,6 +22,7 @@ import dataclasses
 import getpass
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -30,6 +31,7 @@ from . import health, record, remote, sshargv, state
 from .errors import JobEnded, TbError
 from .health import Answer
 from .host import Host, Master, MasterState, resolve
+from .jobclock import Clock
 from .messages import RECONNECTING, isolation
 from .placement import HERE, Launch, Placement
 from .progress import Reporter
@@ -61,6 +63,15 @@ def check_job(spec: str) -> str:
     )
 
 
+def followable(spec: str, settings: Settings) -> None:
+    """``--follow`` follows a job by its name, through the session's watcher."""
+    spec = check_job(spec)
+    if _JOB_ID.fullmatch(spec):
+        raise TbError(f"--follow follows a job by name (the next job of the name is another id): give --job NAME, not the id {spec}")
+    if not settings.reconnect:
+        raise TbError("--follow needs reconnect=yes: the session's watcher is what follows the job")
+
+
 def job_script(spec: str) -> str:
     """The ``squeue`` look-up of ``spec`` (see :func:`remote.job_script`)."""
     spec = check_job(spec)
@@ -76,13 +87,14 @@ class Job:
     owner: str
     node: str
     addr: str
+    left: str = "-"  # squeue's time left (%L): "3:59:12", "UNLIMITED"
 
 
 def parse_jobs(stdout: str) -> list[Job]:
     jobs = []
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 6 and parts[0] == "tbr-job":
+        if len(parts) in (6, 7) and parts[0] == "tbr-job":
             jobs.append(Job(*parts[1:]))
     return jobs
 
@@ -169,8 +181,37 @@ def find_job(host: Host, spec: str, report: Reporter) -> Job:
     where = _login_label(host.target)
     job = pick_job(jobs, spec, me, where)
     _refuse_same_job(host.paths, job, where)
-    report.say(f"{host.label}: job {job.id} runs on {job.node}" + (f" ({job.addr})" if job.addr != job.node else ""))
+    where_ = f"{job.node}" + (f" ({job.addr})" if job.addr != job.node else "")
+    report.say(f"{host.label}: job {job.id} runs on {where_}, {Clock(job.left, time.time()).words()}")
     return job
+
+
+def job_now(host: Host, rec: Record) -> Optional[Job]:
+    """The session's job as squeue sees it now, asked through the login
+    node's master (None: that master is down, or squeue did not answer)."""
+    if rec.job is None:
+        return None
+    target = host.target.jump or dataclasses.replace(host.target, tag=None)
+    socket = host.target.jump_socket if host.target.jump else host.socket
+    login = Host(host.shell, target, Paths(Path(socket or "")))
+    if not socket or login.master().state is not MasterState.UP:
+        return None
+    try:
+        jobs, _ = lookup_job(host.shell, target, socket, rec.job.id)
+    except TbError:
+        return None
+    return next((j for j in jobs if j.id == rec.job.id), None)
+
+
+def clock_of(host: Host, rec: Record) -> Optional[Clock]:
+    """The job's time left: squeue's answer now, else the record's (as of its lookup)."""
+    job = rec.job
+    if job is None:
+        return None
+    now = job_now(host, rec)
+    if now is not None and now.left != "-":
+        return Clock(now.left, time.time())
+    return Clock(job.left, float(job.seen or 0))
 
 
 def _refuse_same_job(paths: Paths, job: Job, where: str) -> None:
@@ -211,7 +252,7 @@ class SrunStep(Placement):
 
     def find(self, host: Host, report: Reporter) -> JobRef:
         job = find_job(host, self.spec, report)
-        return JobRef(spec=self.spec, id=job.id, node=job.node, addr=job.addr, via="srun")
+        return JobRef(spec=self.spec, id=job.id, node=job.node, addr=job.addr, via="srun", left=job.left, seen=f"{time.time():.0f}")
 
     def launch(self, rec: Record) -> Launch:
         job = _job_of(rec)
@@ -228,6 +269,9 @@ class SrunStep(Placement):
 
     def forwarded(self, rec: Record, launch: Launch) -> str:
         return f"{launch.forward_host}:{str(rec.endpoint).split()[-1]} (node {_job_of(rec).node})"
+
+    def clock(self, host: Host, rec: Record) -> Optional[Clock]:
+        return clock_of(host, rec)
 
     def not_running(self, label: str, rec: Record) -> str:
         job = _job_of(rec)
@@ -252,6 +296,9 @@ class NodeViaLogin(Placement):
 
     def find(self, host: Host, report: Reporter) -> JobRef:
         return self.job
+
+    def clock(self, host: Host, rec: Record) -> Optional[Clock]:
+        return clock_of(host, rec)
 
     def unreachable(self, host: Host, rec: Record, error: Exception) -> Optional[str]:
         """The node refuses us now that the job is over (pam_slurm_adopt),
@@ -383,7 +430,7 @@ def _start_via_ssh(jump: Host, settings: Settings, report: Reporter, spec: str) 
                     f"but the job now runs on {job.node}: run tb.exit --job {spec} first"
                 )
             node = Host(jump.shell, _node_target(jump, job), node_paths)
-            ref = JobRef(spec=spec, id=job.id, node=job.node, addr=job.addr, via="ssh")
+            ref = JobRef(spec=spec, id=job.id, node=job.node, addr=job.addr, via="ssh", left=job.left, seen=f"{time.time():.0f}")
             return Session(node, NodeViaLogin(ref)).start(settings, report)
         except BaseException:
             if record.load(node_paths) is None and jump.master().state is MasterState.UP:

@@ -72,6 +72,8 @@ _START_HELP = {
     "mirror-patterns": "Comma-separated rsync-style patterns of what the mirror copies (default events.out.tfevents.*,plugins/**,projector_config.pbtxt).",
     "sync-every": "Seconds between sync rounds of a merged view, per host (default 5).",
     "rsync": "auto (default): rsync where both ends have it, else our own stream; no: always our own stream.",
+    "follow": "With --job NAME: when the job ends, follow the next running job of yours with that name (same URL); tb.exit stops following.",
+    "merge-partial": "yes (default): a host of the merged view that cannot be reached is left out and named; no: then nothing starts.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
@@ -136,6 +138,8 @@ def start(
     mirror_patterns=None,
     sync_every=None,
     rsync=None,
+    merge_partial=None,
+    follow=False,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -160,10 +164,14 @@ def start(
         mirror_patterns=mirror_patterns,
         sync_every=sync_every,
         rsync=rsync,
+        merge_partial=merge_partial,
+        follow=True if follow else None,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
         raise TbError("--job and --hosts do not go together: one login host per job")
+    if config.follow and job is not None:
+        slurm.followable(str(job), config)
     if job is not None and (merge or config.run_on == "local"):
         raise TbError("--job does not go with --merge or --run-on local yet: a job's TensorBoard runs in the job")
     shell = _shell(config, verbose)
@@ -287,7 +295,7 @@ def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=No
     config = settings(c.config, control_dir=control_dir)
     results = []
     for session in _which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job):
-        health = session.check()
+        health = session.check(warn_before=config.job_warn)
         _say(health.line)
         results.append(health.ok)
     if not results:
@@ -315,6 +323,18 @@ def _which(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, conf
     return list(targets.sessions(c, host, config, ssh_config, shell, job))
 
 
+def _merged_views_left(c: Any, host: Optional[str], config: Settings, ssh_config: Optional[str]) -> None:
+    """After ``tb.exit -H gpu1``: merged views over gpu1 and others still run; say so."""
+    given = targets.target(c, host, targets.ssh_config(c, ssh_config), config.connect_timeout)
+    if given is None:
+        return
+    for session in merge_recorded(Shell(), state.control_dir(config.control_dir), batch=True):
+        rec = session.record()
+        if rec is not None and not rec.single and any(m.target.label == given.label for m in rec.members):
+            asked = ",".join(m.asked or m.label for m in rec.members)
+            _say(f"{rec.label} still runs: tb.exit --hosts {asked} --merge stops it")
+
+
 _EXIT_HELP = {**_WHICH_HELP, "remove-mirror": "Also remove a merged view's local mirror (kept by default, to read offline)."}
 
 
@@ -330,6 +350,8 @@ def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=No
             session.stop(_say, remove_mirror=bool(remove_mirror))
         else:
             session.stop(_say)
+    if not (merge or hosts):
+        _merged_views_left(c, host, config, ssh_config)
     if not found:
         _say("nothing to stop: no tunnel of ours is open on this machine")
 

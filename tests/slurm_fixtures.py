@@ -22,6 +22,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,7 +254,8 @@ class JobCycle:
     def test_start_says_where_the_job_runs_and_serves_its_runs(self, start):
         assert start.result.returncode == 0, start.result.stdout + start.result.stderr
         url = ready_url(start.result)
-        assert f"job {start.job} runs on {NODE} ({NODE_ADDR})" in start.result.stdout
+        # The cluster's partition has no time limit: the job has none.
+        assert f"job {start.job} runs on {NODE} ({NODE_ADDR}), no time limit (UNLIMITED)" in start.result.stdout
         runs = http_json(url + "data/runs")
         assert sorted(runs) == ["baseline", "wider"]
 
@@ -272,7 +274,9 @@ class JobCycle:
         recorded = records(session)
         assert len(recorded) == 1
         job = start.job
-        assert recorded[0]["job"] == {"spec": job, "id": job, "node": NODE, "addr": NODE_ADDR, "via": "srun"}
+        seen = float(recorded[0]["job"].pop("seen"))
+        assert recorded[0]["job"] == {"spec": job, "id": job, "node": NODE, "addr": NODE_ADDR, "via": "srun", "left": "UNLIMITED"}
+        assert abs(seen - time.time()) < 600
 
     def test_tensorboard_listens_on_the_nodes_address_only_and_not_without_the_token(self, session, start):
         remote_port = int(records(session)[0]["endpoint"].split()[1])
@@ -298,6 +302,7 @@ class JobCycle:
         checked = session.fab("tb.check", "--job", start.job)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert f"login (job {start.job}): ok {url}" in checked.stdout
+        assert f"; job {start.job}: no time limit (UNLIMITED)" in checked.stdout and "warning" not in checked.stdout
 
     def test_a_second_start_reuses_the_tunnel_and_the_step(self, session, slurm, start):
         url = ready_url(start.result)
@@ -315,6 +320,8 @@ class JobCycle:
         listed = session.invoke("tb.list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert f"(job {start.job})" in listed.stdout and '"healthy": true' in listed.stdout
+        (row,) = [r for r in json.loads(listed.stdout) if f"(job {start.job})" in r["host"]]
+        assert row["job"] == {"id": start.job, "left": "no time limit (UNLIMITED)", "left_seconds": None, "unlimited": True, "warning": None}
 
     def test_exit_ends_tensorboards_step_and_leaves_the_job_running(self, slurm, start, stop):
         stopped, (gone,) = stop

@@ -8,7 +8,9 @@ and skip. CI runs as root, so there they run.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -294,3 +296,74 @@ def test_a_job_in_a_merged_view_is_named_login_job_and_read_through_the_login_no
     _nothing_recorded(session)
     assert not list(session.control_dir.glob("merge-*"))
     assert slurm.job_state(job) == "RUNNING"
+
+
+def test_start_check_and_list_say_how_long_the_job_has_left_and_check_warns_near_the_end(session, slurm):
+    """A job with a 5-minute limit: less than job_warn (10 minutes) left."""
+    job = running_job(slurm, name="short", extra=("--time=5",))
+    started = session.fab("tb.start", "--job", job)
+    assert started.returncode == 0, started.stdout + started.stderr
+    said = re.search(rf"job {job} runs on {NODE} \(\S+\), 0:0([0-4]):(\d\d) left", started.stdout)
+    assert said, started.stdout
+    checked = session.fab("tb.check", "--job", job)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # it serves: a warning, not a failure
+    assert re.search(rf"; job {job}: 0:0[0-4]:\d\d left; warning: job {job} reaches its time limit in 0:0[0-4]:\d\d \(at \d\d:\d\d\): TensorBoard ends with it", checked.stdout), checked.stdout
+    quiet = session.fab("tb.check", "--job", job, env=session.env(FABRIC_TB_JOB_WARN="60"))
+    assert "warning" not in quiet.stdout and f"job {job}: 0:0" in quiet.stdout, quiet.stdout
+    listed = session.invoke("tb.list", "--json")
+    (row,) = [r for r in json.loads(listed.stdout) if f"(job {job})" in r["host"]]
+    assert 0 < row["job"]["left_seconds"] <= 300 and row["job"]["warning"].startswith(f"warning: job {job}")
+    stopped = session.fab("tb.exit", "--job", job)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def _check_until(session: Session, job: str, text: str, timeout: float = 40) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = session.fab("tb.check", "--job", job).stdout
+        if text in out:
+            return out
+        assert time.monotonic() < deadline, f"{text!r} never showed in tb.check:\n{out}"
+        time.sleep(0.5)
+
+
+def test_follow_starts_tensorboard_in_the_next_job_of_the_name_behind_the_same_url(session, slurm):
+    """--follow: the job ends; nobody else's job of the name is taken; the
+    user's next one is, by the watcher, with no command typed."""
+    from .test_reconnect import fetch
+
+    first = running_job(slurm, name="chain")
+    refused = session.fab("tb.start", "--job", first, "--follow")
+    assert refused.returncode == 1 and "--follow follows a job by name" in refused.stderr
+    started = session.fab("tb.start", "--job", "chain", "--follow")
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = ready_url(started)
+    slurm.cancel(first)
+    waiting = _check_until(session, "chain", f"job {first} has ended")
+    assert "waiting for the next job named chain (the same URL serves it once it runs; tb.exit stops following)" in waiting
+    assert session.fab("tb.check", "--job", "chain").returncode == 1  # not serving: never "all is well"
+    status, _, body = fetch(url, accept="text/html")
+    assert status == 503 and "waiting for the next job named chain" in body
+    # Bob's job of the same name: never ours to follow.
+    bobs = running_job(slurm, user=BOB, name="chain")
+    time.sleep(5)  # a watcher round or more
+    assert not [pid for pid in slurm.ours() if procs.environ(pid).get("SLURM_JOB_ID") == bobs and "launch.py" in cmdline(pid)]
+    assert "waiting for the next job named chain" in session.fab("tb.check", "--job", "chain").stdout
+    slurm.cancel(bobs)
+    second = running_job(slurm, name="chain")
+    running_at = time.monotonic()
+    deadline = running_at + 40
+    while fetch(url + "data/runs")[0] != 200:
+        assert time.monotonic() < deadline, "the next job was not followed"
+        time.sleep(0.2)
+    print(f"followed job {second} {time.monotonic() - running_at:.1f}s after it ran")
+    assert sorted(http_json(url + "data/runs")) == ["baseline", "wider"]
+    (pid,) = job_tensorboards(slurm)
+    assert procs.environ(pid)["SLURM_JOB_ID"] == second
+    checked = _check_until(session, "chain", ": ok ")
+    assert f"; job {second}: no time limit (UNLIMITED)" in checked
+    stopped = session.fab("tb.exit", "--job", "chain")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert wait_gone(pid, 15)
+    _nothing_recorded(session)
+    assert slurm.job_state(second) == "RUNNING"
