@@ -31,8 +31,9 @@ from tensorboard_remote.sandbox import Sandbox, free_port, local_tensorboard_cmd
 
 from .procs import ours
 
-#: The Slurm tests' fixtures (cluster, login node, runner), for both proctrack modules; the link faults'.
-pytest_plugins = ["tests.slurm_fixtures", "tests.link_fixtures", "tests.terminal_fixtures"]
+#: The Slurm tests' fixtures (cluster, login node, runner), for both proctrack modules; the link faults';
+#: the merged view's (several hosts, one behind a jump host, one without rsync).
+pytest_plugins = ["tests.slurm_fixtures", "tests.link_fixtures", "tests.terminal_fixtures", "tests.merge_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
