@@ -627,7 +627,7 @@ def sync_counted(engine: Engine, label: str, logdir: Path, dest: Path, method: s
     return done, after[0] - before[0], after[1] - before[1]
 
 
-def bytes_figures(bench: Bench, engine: Engine, base: int, rounds: int, moved: dict, notes: list[str], runs: int = 20,
+def bytes_figures(bench: Bench, engine: Engine, base: int, rounds: int, add, moved: dict, notes: list[str], runs: int = 20,
                   methods: tuple[str, ...] = ("rsync", "stream")) -> None:
     """Issue 14's bytes moved, on h0, for both methods: a round with nothing
     new, 1 MiB appended to a ``base``-byte event file, a 1 GiB checkpoint
@@ -647,6 +647,7 @@ def bytes_figures(bench: Bench, engine: Engine, base: int, rounds: int, moved: d
     first = f"first sync ({tree_bytes(logdir) / MiB:.0f} MiB logdir, {base // MiB} MiB event file)"
     for method in methods:
         dest = bench.root / f"bytes-mirror-{method}"
+        os.truncate(big, base)  # each method starts from the same logdir (the other's appends undone)
 
         def measured(case: str):
             done, wire_in, wire_out = sync_counted(engine, "h0", logdir, dest, method)
@@ -658,7 +659,7 @@ def bytes_figures(bench: Bench, engine: Engine, base: int, rounds: int, moved: d
         measured(first)
         checkpoints = []
         for round_ in range(rounds):
-            measured("nothing new")
+            add(f"a round with nothing new, {method} (one host; mirror.sync's own seconds)", measured("nothing new").seconds)
             write_random(big, MiB, "ab")
             measured("1 MiB appended to the large event file")
             if not same_file(big, dest / rel):
@@ -849,7 +850,7 @@ def merge_figures(bench: Bench, smoke: bool, rounds: int, writes: int, add, move
     engine = Engine(bench, ["h0", "h1", "h2"])
     try:
         began = time.perf_counter()
-        bytes_figures(bench, engine, (4 if smoke else 100) * MiB, rounds, moved, notes, runs=5 if smoke else 20,
+        bytes_figures(bench, engine, (4 if smoke else 100) * MiB, rounds, add, moved, notes, runs=5 if smoke else 20,
                       methods=("stream",) if smoke else ("rsync", "stream"))
         spent["bytes"] = time.perf_counter() - began
         began = time.perf_counter()
