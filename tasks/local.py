@@ -26,8 +26,16 @@ from .remote import Reply
 EXTRA = "pip install 'tensorboard-remote[local]'"
 
 
-def require_tensorboard() -> None:
-    """One line when TensorBoard is missing here."""
+def require_tensorboard(platform: Optional[str] = None) -> None:
+    """One line when TensorBoard cannot run here: a platform whose process
+    table our scripts cannot read (they prove a pid is ours through
+    ``/proc``), or no TensorBoard in this Python."""
+    platform = platform or sys.platform
+    if not platform.startswith("linux"):
+        raise TbError(
+            f"a merged view (or --run-on local) runs TensorBoard on this machine, which tensorboard-remote "
+            f"can do on Linux (and WSL) only so far, not on {platform}: run it on a Linux machine, or use run_on: remote"
+        )
     if importlib.util.find_spec("tensorboard") is None:
         raise TbError(
             f"a merged view (or --run-on local) runs TensorBoard on this machine, and this Python "

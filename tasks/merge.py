@@ -257,6 +257,12 @@ class MergedSession:
                     return rec.url, []
                 self._stop_parts(rec, lambda line: None)
             members, failures = self._reach(rec, wanted, settings, sid, report)
+            if failures and members and not settings.merge_partial:
+                for host in (self.member_host(m) for m in members):
+                    host.release(None)
+                    host.paths.log.unlink(missing_ok=True)
+                state.remove(self.paths)
+                raise TbError("\n".join(failures) + f"\nthe {label} did not start (merge_partial: no): nothing of it runs")
             if not members:
                 for host in self._hosts_of(rec):
                     host.release(None)
@@ -416,8 +422,9 @@ class MergedSession:
             return Health(Status.PAGE_SILENT, label, f"TensorBoard here (pid {rec.tb_pid}) runs but {rec.url} is not answering ({page.reason if page else 'no URL'})", watcher=status)
         hosts = status.get("hosts") or {}
         parts, stale = [], False
+        late = overdue(float(rec.requested.get("sync_every") or 5))
         for member in rec.members:
-            seen = hosts.get(member.label) or {}
+            seen = late(hosts.get(member.label) or {})
             parts.append(f"{member.label}: {describe(seen, member)}")
             stale = stale or seen.get("health") == "stale"
         word = "stale" if stale else "ok"
@@ -479,7 +486,8 @@ class MergedSession:
     def row(self) -> dict[str, Any]:
         rec = self.record()
         seen = self.check()
-        hosts = (seen.watcher or {}).get("hosts") or {}
+        late = overdue(float(rec.requested.get("sync_every") or 5)) if rec else (lambda h: h)
+        hosts = {label: late(h) for label, h in ((seen.watcher or {}).get("hosts") or {}).items()}
         now = time.time()
         return {
             "kind": KIND,
@@ -504,6 +512,21 @@ class MergedSession:
                 for m in (rec.members if rec else ())
             },
         }
+
+
+def overdue(every: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A host whose last good round is long past is stale, whatever its last
+    word was: a round that hangs (a dead link the keepalives have not yet
+    ended) must never read as "synced"."""
+    limit = 3 * every + mirror.IDLE + 5
+
+    def judged(seen: dict[str, Any]) -> dict[str, Any]:
+        age = _age(seen.get("last_ok"), time.time())
+        if seen.get("health") in ("ok", "waiting") and age is not None and age > limit:
+            return {**seen, "health": "stale", "error": f"no round has finished for {age:.0f}s (the host does not answer?)"}
+        return seen
+
+    return judged
 
 
 def _age(when: Any, now: float) -> Optional[float]:

@@ -52,9 +52,10 @@ TAIL = 4096
 CHUNK = 1 << 20
 #: rsync's block size (its maximum): few checksums for a large event file.
 BLOCK = 131072
-#: Seconds without a byte from the remote before a stream round gives up (a
-#: hung link; the master's keepalives end it later anyway).
-IDLE = 30
+#: Seconds without a byte either way before a round gives up (a hung link:
+#: the host is then marked stale and its master checked; rsync's own
+#: ``--timeout`` for rsync). A round that moves data is never cut short.
+IDLE = 20
 #: Suffix of a file the stream method is fetching whole (renamed when complete).
 PART = ".tbr-part"
 
@@ -206,7 +207,7 @@ def rsync_argv(host: Any, logdir: str, dest: Path, patterns: Patterns) -> list[s
         *patterns.rsync_filters(),
         "--stats",
         # A hung link ends the round instead of holding it forever.
-        "--timeout=60",
+        f"--timeout={IDLE}",
         "-e",
         shlex.join(ssh_command(host)),
         "--",

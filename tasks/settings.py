@@ -120,6 +120,9 @@ DEFAULTS: dict[str, Any] = {
     "mirror_patterns": "events.out.tfevents.*,plugins/**,projector_config.pbtxt",
     # Seconds between sync rounds of each host.
     "sync_every": _EnvNumber(5),
+    # "yes": a host of a merged view that cannot be reached is left out (and
+    # named), the others start; "no": then nothing starts.
+    "merge_partial": "yes",
     # "auto": rsync where both ends have it, else our own stream (a Python 3
     # on the host); "no": always our own stream.
     "rsync": "auto",
@@ -152,6 +155,7 @@ class Settings:
     mirror_patterns: str = "events.out.tfevents.*,plugins/**,projector_config.pbtxt"
     sync_every: float = 5.0
     rsync: str = "auto"
+    merge_partial: bool = True
     # True when local_port came from the user (flag, env or config), not our
     # default: then a busy port is an error instead of "take the next one".
     local_port_explicit: bool = True
@@ -284,6 +288,7 @@ def settings(config: Any, **flags: Any) -> Settings:
         mirror_patterns=",".join(_patterns(get("mirror_patterns"))),
         sync_every=seconds(get("sync_every"), "sync_every"),
         rsync=choice(get("rsync"), "rsync", ("auto", "no")),
+        merge_partial=yes_no(get("merge_partial"), "merge_partial"),
         local_port_explicit=local_port_explicit,
     )
 

@@ -16,41 +16,42 @@ for every host now, then the status) and ``stop`` (cancel the rounds in
 flight, release the port, exit).
 
 Run as ``python -m tensorboard_remote.syncer NAME`` with its instructions as
-JSON on stdin and the listening socket's fd in ``TBR_WATCH_FD``.
+JSON on stdin and the listening socket's fd in ``TBR_WATCH_FD`` (``daemon.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import faulthandler
-import json
+import functools
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from . import merge, mirror, state
+from . import daemon, local, merge, mirror, state
+from .daemon import log
 from .errors import Cancelled, HostKeyRefused, LoginNeeded, TbError
 from .host import Host, MasterState
-from .relay import Outage, Relay
+from .relay import Outage
+from .remote import Word
 from .settings import Settings
 from .shell import Shell
 from .state import Paths
-from .watcher import JUMP, TICK, log
+from .watcher import JUMP, TICK
 
 #: Connect timeout of a reconnect (the setting, at most this).
 CONNECT_TIMEOUT = 5
 #: Seconds between attempts to reach a host that is down.
 RETRY_EVERY = 3.0
+#: Seconds between checks that the local TensorBoard runs (and at once
+#: when a connection finds its socket dead).
+BOARD_EVERY = 5.0
 
 
-class Syncer:
+class Syncer(daemon.Daemon):
     def __init__(self, paths: Paths, spec: dict[str, Any]) -> None:
         self.paths = paths
         self.settings = Settings(**spec["settings"])
@@ -70,6 +71,8 @@ class Syncer:
         self.wakes = {m.label: threading.Event() for m in rec.members}
         self.rounds = threading.Condition(self.lock)
         self.stopping = False
+        self.board_wake = threading.Event()
+        self.board_down = False
 
     # ------------------------------------------------------------ state
 
@@ -186,79 +189,85 @@ class Syncer:
                     wake.set()
             wall, mono = now_wall, now_mono
 
+    def keep_board(self) -> None:
+        """Restart the local TensorBoard when it is gone (killed, out of
+        memory): the same socket, token and mirror, so the URL stays."""
+        board = local.LocalBoard(self.rec.rundir)
+        while not self.stopping:
+            self.board_wake.wait(BOARD_EVERY)
+            self.board_wake.clear()
+            if self.stopping:
+                return
+            try:
+                reply = board.status()
+            except TbError as error:
+                log(f"cannot check TensorBoard here: {error}")
+                continue
+            if reply.word is Word.RUNNING:
+                self.board_down = False
+                continue
+            self.board_down = True
+            log(f"TensorBoard here (pid {self.rec.tb_pid}) is not running: restarting it")
+            try:
+                started = board.start(self.rec.logdir, self.rec.token, self.settings.data_server, self.settings.start_timeout)
+            except TbError as error:
+                log(f"could not restart TensorBoard here: {error}")
+                continue
+            if self.stopping:
+                board.stop()
+                return
+            if started.word in (Word.STARTED, Word.RUNNING) and started.info.get("endpoint"):
+                self._restarted(int(started.detail), started.info["endpoint"])
+            else:
+                log(f"TensorBoard here did not start again: {started.word.value} {started.detail}: {board.log_tail(5)}")
+
+    def _restarted(self, pid: int, endpoint: str) -> None:
+        with state.locked(self.paths):
+            rec = merge.load(self.paths)
+            if rec is None:
+                return
+            self.rec = dataclasses.replace(rec, tb_pid=pid, endpoint=endpoint)
+            merge.save(self.paths, self.rec)
+        self.board_down = False
+        log(f"restarted TensorBoard here (pid {pid})")
+
     def stop(self) -> None:
         self.stopping = True
         self.shell.cancel()
+        self.board_wake.set()
         for wake in self.wakes.values():
             wake.set()
 
     # ---------------------------------------------------------- control
 
     def outage(self) -> Optional[Outage]:
-        return Outage(f"the {self.rec.label} is stopping") if self.stopping else None
+        if self.stopping:
+            return Outage(f"the {self.rec.label} is stopping")
+        if self.board_down:
+            return Outage(f"TensorBoard here for the {self.rec.label} stopped: restarting it (the mirror is intact)")
+        return None
 
-    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        command = ""
-        try:
-            command = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace").strip()
-            if command == "sync":
-                await asyncio.get_running_loop().run_in_executor(None, self.sync_now)
-            elif command == "stop":
-                self.stop()
-                for thread in self.threads:
-                    await asyncio.get_running_loop().run_in_executor(None, thread.join, 15)
-            writer.write(json.dumps(self.status()).encode() + b"\n")
-            await writer.drain()
-        except (OSError, asyncio.TimeoutError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                writer.close()
-        if command == "stop":
-            self.done.set()
+    def poke(self) -> None:
+        """A connection found the local TensorBoard's socket dead."""
+        self.board_down = True
+        self.board_wake.set()
+
+    def command(self, word: str) -> None:
+        if word == "sync":
+            self.sync_now()
+
+    def work(self) -> list[tuple[str, Callable[[], None]]]:
+        jobs: list[tuple[str, Callable[[], None]]] = [(f"sync {m.label}", functools.partial(self.follow, m)) for m in self.rec.members]
+        return jobs + [("clock", self.clock), ("board", self.keep_board)]
 
     async def run(self, listener: socket.socket) -> None:
-        self.done = asyncio.Event()
-        loop = asyncio.get_running_loop()
         upstream = self.rec.socket_path
         if upstream is None:
             log("the record names no TensorBoard socket: nothing to serve")
             return
-        relay = Relay(listener, upstream, self.outage, lambda: None, self.rec.token)
-        await relay.start()
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.control.unlink()
-        old = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(self.control, path=str(self.paths.control))
-        finally:
-            os.umask(old)
-        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            loop.add_signal_handler(number, lambda: (self.stop(), self.done.set()))
-        self.threads = [
-            threading.Thread(target=self.follow, args=(m,), daemon=True, name=f"sync {m.label}") for m in self.rec.members
-        ]
-        self.threads.append(threading.Thread(target=self.clock, daemon=True, name="clock"))
-        for thread in self.threads:
-            thread.start()
-        log(f"serving {self.rec.label}: 127.0.0.1:{listener.getsockname()[1]} -> {upstream}; syncing every {self.settings.sync_every:g}s")
-        await self.done.wait()
-        relay.close()
-        server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.control.unlink()
-        log("stopped")
-
-
-def main(argv: list[str]) -> int:
-    faulthandler.register(signal.SIGUSR1, file=sys.stdout)
-    paths = Paths(Path(argv[0]))
-    spec = json.load(sys.stdin)
-    sys.stdin.close()
-    listener = socket.socket(fileno=int(os.environ.pop("TBR_WATCH_FD")))
-    asyncio.run(Syncer(paths, spec).run(listener))
-    return 0
+        every = f"{self.settings.sync_every:g}"
+        await self.serve(listener, upstream, self.outage, self.poke, self.rec.token, f"serving {self.rec.label}, syncing every {every}s")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(daemon.main(sys.argv[1:], Syncer))

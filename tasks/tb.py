@@ -72,6 +72,7 @@ _START_HELP = {
     "mirror-patterns": "Comma-separated rsync-style patterns of what the mirror copies (default events.out.tfevents.*,plugins/**,projector_config.pbtxt).",
     "sync-every": "Seconds between sync rounds of a merged view, per host (default 5).",
     "rsync": "auto (default): rsync where both ends have it, else our own stream; no: always our own stream.",
+    "merge-partial": "yes (default): a host of the merged view that cannot be reached is left out and named; no: then nothing starts.",
     "slurm-via": "With --job: srun (default: a step of the job, no sshd on nodes needed) or ssh (through the login node to the node's sshd).",
 }
 
@@ -136,6 +137,7 @@ def start(
     mirror_patterns=None,
     sync_every=None,
     rsync=None,
+    merge_partial=None,
 ):
     """Open the tunnel, start TensorBoard on the remote, print the local URL."""
     config = settings(
@@ -160,6 +162,7 @@ def start(
         mirror_patterns=mirror_patterns,
         sync_every=sync_every,
         rsync=rsync,
+        merge_partial=merge_partial,
     )
     ssh_config_path = targets.ssh_config(c, ssh_config)
     if job is not None and hosts:
@@ -315,6 +318,18 @@ def _which(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, conf
     return list(targets.sessions(c, host, config, ssh_config, shell, job))
 
 
+def _merged_views_left(c: Any, host: Optional[str], config: Settings, ssh_config: Optional[str]) -> None:
+    """After ``tb.exit -H gpu1``: merged views over gpu1 and others still run; say so."""
+    given = targets.target(c, host, targets.ssh_config(c, ssh_config), config.connect_timeout)
+    if given is None:
+        return
+    for session in merge_recorded(Shell(), state.control_dir(config.control_dir), batch=True):
+        rec = session.record()
+        if rec is not None and not rec.single and any(m.target.label == given.label for m in rec.members):
+            asked = ",".join(m.asked or m.label for m in rec.members)
+            _say(f"{rec.label} still runs: tb.exit --hosts {asked} --merge stops it")
+
+
 _EXIT_HELP = {**_WHICH_HELP, "remove-mirror": "Also remove a merged view's local mirror (kept by default, to read offline)."}
 
 
@@ -330,6 +345,8 @@ def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=No
             session.stop(_say, remove_mirror=bool(remove_mirror))
         else:
             session.stop(_say)
+    if not (merge or hosts):
+        _merged_views_left(c, host, config, ssh_config)
     if not found:
         _say("nothing to stop: no tunnel of ours is open on this machine")
 

@@ -17,31 +17,27 @@ module's :class:`State` as JSON), ``probe`` (probe now, then the status) and
 
 Run as ``python -m tensorboard_remote.watcher CONTROL_SOCKET`` with its
 instructions as JSON on stdin and the listening socket's fd in
-``TBR_WATCH_FD``; it logs to ``tb-<hash>.watch.log``.
+``TBR_WATCH_FD`` (``daemon.py``, shared with the syncer); it logs to
+``tb-<hash>.watch.log``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import faulthandler
-import json
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from enum import Enum
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from . import health, record, targets
+from . import daemon, health, record, targets
+from .daemon import log
 from .errors import Cancelled, HostKeyRefused, JobEnded, LoginNeeded, TbError
 from .host import HUNG_AFTER
 from .progress import Reporter
-from .relay import Outage, Relay
+from .relay import Outage
 from .settings import Settings
 from .shell import Shell
 from .sshargv import Target
@@ -91,7 +87,7 @@ class State:
     error: str = ""  # the last attempt's one-line reason
 
 
-class Watcher:
+class Watcher(daemon.Daemon):
     def __init__(self, paths: Paths, spec: dict[str, Any]) -> None:
         self.paths = paths
         self.label = spec["label"]
@@ -232,71 +228,23 @@ class Watcher:
 
     # ---------------------------------------------------------- control
 
-    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            command = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace").strip()
-            if command == "probe":
-                await asyncio.get_running_loop().run_in_executor(None, self.probe_now)
-            elif command == "stop":
-                self.stop()
-                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 15)
-            writer.write(json.dumps(dataclasses.asdict(self.state)).encode() + b"\n")
-            await writer.drain()
-        except (OSError, asyncio.TimeoutError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                writer.close()
-        if command == "stop":
-            self.done.set()
+    def status(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.state)
+
+    def command(self, word: str) -> None:
+        if word == "probe":
+            self.probe_now()
+
+    def work(self) -> list[tuple[str, Callable[[], None]]]:
+        return [("monitor", self.monitor)]
 
     async def run(self, listener: socket.socket) -> None:
-        self.done = asyncio.Event()
-        loop = asyncio.get_running_loop()
         rec = record.load(self.paths)
         if rec is None or not rec.relay:
             log("no record with a relay socket: nothing to watch")
             return
-        relay = Relay(listener, rec.relay, self.outage, self.wake.set, rec.token)
-        await relay.start()
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.control.unlink()
-        old = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(self.control, path=str(self.paths.control))
-        finally:
-            os.umask(old)
-        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            loop.add_signal_handler(number, lambda: (self.stop(), self.done.set()))
-        self.thread = threading.Thread(target=self._monitor_then_done, args=(loop,), daemon=True, name="monitor")
-        self.thread.start()
-        log(f"watching {self.label}: 127.0.0.1:{listener.getsockname()[1]} -> {rec.relay}")
-        await self.done.wait()
-        relay.close()
-        server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.control.unlink()
-        log("stopped")
-
-    def _monitor_then_done(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.monitor()
-        loop.call_soon_threadsafe(self.done.set)
-
-
-def log(line: str) -> None:
-    print(time.strftime("%Y-%m-%d %H:%M:%S ") + line, flush=True)
-
-
-def main(argv: list[str]) -> int:
-    # kill -USR1 PID writes every thread's stack to the log (what is it doing?).
-    faulthandler.register(signal.SIGUSR1, file=sys.stdout)
-    paths = Paths(Path(argv[0]))
-    spec = json.load(sys.stdin)
-    sys.stdin.close()
-    listener = socket.socket(fileno=int(os.environ.pop("TBR_WATCH_FD")))
-    asyncio.run(Watcher(paths, spec).run(listener))
-    return 0
+        await self.serve(listener, rec.relay, self.outage, self.wake.set, rec.token, f"watching {self.label}")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(daemon.main(sys.argv[1:], Watcher))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tensorboard_remote import record, state
+from tensorboard_remote import merge, record, state
 from tensorboard_remote.host import Host
 from tensorboard_remote.session import Session
 from tensorboard_remote.shell import Shell
@@ -196,6 +196,11 @@ class Rig(Runner):
                     session.stop(lambda line: None)
                 except Exception as error:  # noqa: BLE001 - best effort
                     print(f"cleanup of {paths} failed: {error}")
+            for merged in merge.recorded(shell, self.control_dir, batch=True):
+                try:
+                    merged.stop(lambda line: None)
+                except Exception as error:  # noqa: BLE001 - best effort
+                    print(f"cleanup of {merged.paths} failed: {error}")
 
 
 @contextlib.contextmanager

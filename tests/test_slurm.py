@@ -268,3 +268,29 @@ def test_check_and_exit_without_job_on_the_login_host_cover_its_job_sessions(ses
     _nothing_recorded(session)
     assert list(session.control_dir.iterdir()) == []  # no lock or log file either, the login node's included
     assert slurm.job_state(job) == "RUNNING"  # the job itself is left running
+
+
+def test_a_job_in_a_merged_view_is_named_login_job_and_read_through_the_login_node(session, slurm, cluster):
+    """tb.start --hosts login/JOB --merge: the job's logdir (on the file
+    system the login node shares) mirrored here, its runs LOGIN-jobID/RUN;
+    no TensorBoard and no step in the job."""
+    job = running_job(slurm, name="merged")
+    before = cluster["login"].accepted_logins()
+    started = session.fab("tb.start", "--hosts", "login/merged", "--merge", "--sync-every", "1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"login: job {job} runs on {NODE}" in started.stdout
+    assert cluster["login"].accepted_logins() == before + 1  # one login, every sync rides it
+    assert not job_tensorboards(slurm)  # nothing of ours in the job
+    url = ready_url(started)
+    runs = http_json(url + "data/runs")
+    assert runs and all(run.startswith(f"login-job{job}/") for run in runs), runs
+    checked = session.fab("tb.check", "--hosts", "login/merged", "--merge")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"merged view of login-job{job}: ok {url}" in checked.stdout
+    assert f"login-job{job}: synced" in checked.stdout
+    stopped = session.fab("tb.exit", "--hosts", "login/merged", "--merge")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "the mirror stays in" in stopped.stdout
+    _nothing_recorded(session)
+    assert not list(session.control_dir.glob("merge-*"))
+    assert slurm.job_state(job) == "RUNNING"

@@ -131,3 +131,15 @@ def test_the_new_settings_are_validated_in_one_line():
 def test_the_seed_command_takes_several_hosts_separated_by_commas():
     assert cli.translate(["tensorboard-remote", "gpu1,gpu2", "start", "--merge"]) == ["tensorboard-remote", "start", "--hosts", "gpu1,gpu2", "--merge"]
     assert cli.translate(["tensorboard-remote", "gpu1", "check"]) == ["tensorboard-remote", "check", "--host", "gpu1"]
+
+
+def test_a_local_tensorboard_is_refused_in_one_line_where_it_cannot_run(monkeypatch):
+    from tensorboard_remote import local
+
+    with pytest.raises(TbError) as caught:
+        local.require_tensorboard("darwin")
+    assert "Linux" in str(caught.value) and "\n" not in str(caught.value)
+    monkeypatch.setattr(local.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TbError) as caught:
+        local.require_tensorboard("linux")
+    assert "pip install 'tensorboard-remote[local]'" in str(caught.value)
