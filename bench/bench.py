@@ -754,6 +754,42 @@ def first_sync_figures(bench: Bench, engine: Engine, size: int, rounds: int, add
             subprocess.run(["ssh", "-F", str(bench.cfg), "h0", "true"], check=True)
             add("ssh handshake + a command (ssh h0 true)", time.perf_counter() - began)
     clear()
+    for _ in range(0 if quick else min(rounds, 3)):
+        cli_first_sync(bench, logdirs, add, notes)
+
+
+def cli_first_sync(bench: Bench, logdirs: dict[str, Path], add, notes: list[str]) -> None:
+    """The same first sync as a user meets it: ``tensorboard-remote
+    h0,h1,h2 start --merge`` over the three 100 MiB logdirs (masters, first
+    sync, TensorBoard here), read from the start's own timed lines; then
+    ``exit --merge --remove-mirror``, so that the next start syncs from
+    nothing again."""
+    env = dict(bench.env)
+    for prefix in ("INVOKE", "FABRIC"):
+        env[f"{prefix}_TB_MERGE"] = ",".join(f"{label}={logdir}" for label, logdir in logdirs.items())
+    cli = [str(BIN / "tensorboard-remote"), ",".join(logdirs)]
+    os.sync()
+    began = time.perf_counter()
+    started = subprocess.run(cli + ["start", "--merge"], env=env, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - began
+    try:
+        if started.returncode != 0:
+            notes.append(f"3-host merged start exited {started.returncode}: {started.stdout.strip()} {started.stderr.strip()}")
+            return
+        add("3 hosts x 100 MiB: tensorboard-remote h0,h1,h2 start --merge, until it returns", took)
+        stamp = r"\s+\[([\d.]+)s\]$"
+        opened = [float(m.group(1)) for m in re.finditer(r"^\S+: (?:opened|reusing) the tunnel.*?" + stamp, started.stdout, re.M)]
+        synced = [(float(m.group(1)), float(m.group(2))) for m in re.finditer(r"^\S+: first sync: .*\[([\d.]+)s\]" + stamp, started.stdout, re.M)]
+        if len(opened) != len(logdirs) or len(synced) != len(logdirs):
+            notes.append(f"3-host merged start: {len(opened)} tunnel lines, {len(synced)} first-sync lines: {started.stdout.strip()}")
+            return
+        add("3 hosts x 100 MiB, that start: the 3 masters open (one after the other), at", max(opened))
+        add("3 hosts x 100 MiB, that start: the first sync of all 3 (at once) done, at", max(at for _, at in synced))
+        add("3 hosts x 100 MiB, that start: the first sync's own seconds (slowest host)", max(own for own, _ in synced))
+    finally:
+        stopped = subprocess.run(cli + ["exit", "--merge", "--remove-mirror"], env=env, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if stopped.returncode != 0:
+            notes.append(f"3-host merged exit exited {stopped.returncode}: {stopped.stdout.strip()} {stopped.stderr.strip()}")
 
 
 def scalar_steps(url: str, run: str, tag: str) -> set[int]:
