@@ -238,7 +238,11 @@ def parse_stats(out: str) -> tuple[int, int, int, int]:
 
 
 def _rsync(host: Any, logdir: str, dest: Path, patterns: Patterns, timeout: float) -> tuple[int, int, int, int]:
-    outcome = host.shell.run(rsync_argv(host, logdir, dest, patterns), timeout=timeout, what=f"rsync from {host.label}")
+    outcome = host.shell.run(
+        rsync_argv(host, logdir, dest, patterns), timeout=timeout, what=f"rsync from {host.label}",
+        # rsync's own ssh (riding the master, BatchMode): killed with it on tb.exit.
+        group=True,
+    )
     # 24: files vanished while we copied (TensorBoard rotates nothing, but
     # users delete runs): the rest is copied.
     if outcome.code not in (0, 24):

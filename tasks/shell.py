@@ -9,7 +9,9 @@ script) and adds about 0.1 s to every call.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,6 +74,10 @@ class Shell:
         self.quick = quick
         # The commands running now, for cancel() (a watcher being stopped).
         self._running: set[subprocess.Popen] = set()
+        # Those started as a process group of their own (rsync and the ssh
+        # it starts): killed as a group, or its ssh child would hold our
+        # pipes open after rsync died.
+        self._groups: set[int] = set()
         self._guard = threading.Lock()
         self._cancelled = False
 
@@ -82,14 +88,23 @@ class Shell:
             self._cancelled = True
             running = list(self._running)
         for proc in running:
+            self._kill(proc)
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        if proc.pid in self._groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
             proc.kill()
 
-    def _spawn(self, argv: list[str], **kwargs) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], group: bool = False, **kwargs) -> subprocess.Popen:
         with self._guard:
             if self._cancelled:
                 raise Cancelled("cancelled: the session is being stopped")
-            proc = subprocess.Popen(argv, **kwargs)
+            proc = subprocess.Popen(argv, start_new_session=group, **kwargs)
             self._running.add(proc)
+            if group:
+                self._groups.add(proc.pid)
         return proc
 
     def _finish(self, proc: subprocess.Popen, stdin: Optional[str], timeout: float, what: str) -> tuple[str, str]:
@@ -98,16 +113,21 @@ class Shell:
         except subprocess.TimeoutExpired:
             # wait, never read on: a mux client (-S) passed its pipes to the
             # master, which keeps them open after the client is killed.
-            proc.kill()
+            self._kill(proc)
             proc.wait()
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     with contextlib.suppress(OSError):
                         pipe.close()
             raise CommandTimeout(f"{what} did not finish within {timeout:g}s") from None
+        except BaseException:
+            # Ctrl-C: a process group of its own did not get the SIGINT.
+            self._kill(proc)
+            raise
         finally:
             with self._guard:
                 self._running.discard(proc)
+                self._groups.discard(proc.pid)
         if self._cancelled:
             raise Cancelled("cancelled: the session is being stopped")
         return out or "", err or ""
@@ -125,18 +145,21 @@ class Shell:
         stdin: Optional[str] = None,
         log: Optional[Path] = None,
         what: str = "ssh",
+        group: bool = False,
     ) -> Outcome:
         """Run ``argv``; with ``log``, stdout goes nowhere and stderr to that
-        file (a forking ssh master must never hold a pipe we wait on)."""
+        file (a forking ssh master must never hold a pipe we wait on). With
+        ``group``, in a process group of its own, killed whole on a timeout
+        or cancel (rsync and its ssh); only for commands that never prompt."""
         self._show(argv, log)
         try:
             if log is not None:
                 with open(log, "ab") as err:
-                    proc = self._spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                    proc = self._spawn(argv, group, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
                 self._finish(proc, None, timeout, what)
                 return Outcome(proc.returncode)
             proc = self._spawn(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                argv, group, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             out, err_text = self._finish(proc, stdin if stdin is not None else "", timeout, what)
         except FileNotFoundError:

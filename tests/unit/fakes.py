@@ -23,7 +23,7 @@ class FakeShell(Shell):
         self.patterns = [(re.compile(pattern, re.S), answer) for pattern, answer in run.items()]
         self.calls: list[str] = []
 
-    def run(self, argv, *, timeout, stdin=None, log: Optional[Path] = None, what="ssh") -> Outcome:
+    def run(self, argv, *, timeout, stdin=None, log: Optional[Path] = None, what="ssh", group=False) -> Outcome:
         text = shlex.join(argv) + ("\n" + stdin if stdin else "")
         self.calls.append(text)
         for pattern, answer in self.patterns:
