@@ -84,12 +84,14 @@ class Daemon:
     async def serve(
         self, listener: socket.socket, upstream: str, outage: Callable[[], Optional[Outage]],
         poke: Callable[[], None], token: Optional[str], what: str,
+        words: Optional[Callable[[], str]] = None,
     ) -> None:
         """Relay the port to ``upstream``, answer the control socket, run
-        the threads, until stopped (a command, a signal, or a thread ends)."""
+        the threads, until stopped (a command, a signal, or a thread ends).
+        ``words``: what the session's own page says (``relay.STATUS_PATH``)."""
         self._done = asyncio.Event()
         loop = asyncio.get_running_loop()
-        relay = Relay(listener, upstream, outage, poke, token)
+        relay = Relay(listener, upstream, outage, poke, token, words)
         await relay.start()
         with contextlib.suppress(FileNotFoundError):
             self.paths.control.unlink()

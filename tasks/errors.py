@@ -45,5 +45,15 @@ class JobEnded(TbError):
     """The Slurm job the session belongs to is no longer running."""
 
 
+class JobPending(TbError):
+    """The Slurm job is in the queue but has no node yet (pending, requeued,
+    suspended): a followed job's session waits for it."""
+
+    def __init__(self, message: str, job: str = "", state: str = "") -> None:
+        super().__init__(message)
+        self.job = job
+        self.state = state
+
+
 class Cancelled(TbError):
     """A command was cancelled (the session is being stopped)."""

@@ -11,7 +11,9 @@ gets ``503`` with ``Retry-After``.
 
 This module knows sockets and HTTP heads, not ssh: what to say comes from an
 ``outage()`` callable, and ``poke()`` tells the watcher that a connection
-found the forward dead.
+found the forward dead. ``/<token>/tensorboard-remote`` is the session's own
+page, served or not: what ``status()`` says (the state, a Slurm job's time
+left and its warning), with the token only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ CHUNK = 256 * 1024
 HEAD_MAX = 16 * 1024
 #: Seconds a client gets to send its request head during an outage.
 HEAD_TIMEOUT = 5.0
+#: The path, after the token, of the session's own page.
+STATUS_PATH = "tensorboard-remote"
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,10 @@ class Relay:
         outage: Callable[[], Optional[Outage]],
         poke: Callable[[], None],
         token: Optional[str],
+        status: Optional[Callable[[], str]] = None,
     ) -> None:
         self.listener = listener
+        self.status = status
         self.upstream = upstream
         self.outage = outage
         self.poke = poke
@@ -90,17 +96,20 @@ class Relay:
         if outage is not None:
             await self._answer(reader, writer, outage, b"")
             return
+        first = await reader.read(CHUNK)
+        if not first:
+            return
+        if self._asks_status(first):
+            await self._answer(reader, writer, None, first)
+            return
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream, limit=CHUNK)
         except OSError:
             # The forward's socket is gone or refuses: the master is lost.
             self.poke()
-            await self._answer(reader, writer, self.outage() or Outage("the connection was lost: reconnecting"), b"")
+            await self._answer(reader, writer, self.outage() or Outage("the connection was lost: reconnecting"), first)
             return
         try:
-            first = await reader.read(CHUNK)
-            if not first:
-                return
             up_writer.write(first)
             sent_back = await self._pump_both(reader, writer, up_reader, up_writer)
             if not sent_back and not writer.is_closing():
@@ -127,8 +136,19 @@ class Relay:
             self._tasks.difference_update((back, forth))
         return sent_back
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outage: Outage, head: bytes) -> None:
-        """Read the request head (within limits), answer 503 with a page or a line."""
+    def _asks_status(self, head: bytes) -> bool:
+        """Is this the request line of the session's own page (with the token)?"""
+        if self.status is None:
+            return False
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        path = line.partition(" ")[2].partition(" ")[0].partition("?")[0].rstrip("/")
+        return path == (f"/{self.token}/{STATUS_PATH}" if self.token else f"/{STATUS_PATH}")
+
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outage: Optional[Outage], head: bytes,
+    ) -> None:
+        """Read the request head (within limits), answer 503 with a page or a
+        line; ``outage`` None: the session's own page (200), if asked for it."""
         with contextlib.suppress(asyncio.TimeoutError, OSError, asyncio.IncompleteReadError):
             while b"\r\n\r\n" not in head and len(head) < HEAD_MAX:
                 chunk = await asyncio.wait_for(reader.read(HEAD_MAX), HEAD_TIMEOUT)
@@ -137,8 +157,13 @@ class Relay:
                 head += chunk
         if not head:
             return
-        request = _Head.parse(head)
-        writer.write(page(outage, request.navigation, self._authorised(request)))
+        if self._asks_status(head):
+            assert self.status is not None
+            home = f"/{self.token}/" if self.token else "/"
+            writer.write(status_page(self.status(), _Head.parse(head).navigation, home))
+        else:
+            request = _Head.parse(head)
+            writer.write(page(outage or Outage("the connection was lost: reconnecting"), request.navigation, self._authorised(request)))
         with contextlib.suppress(OSError):
             await writer.drain()
 
@@ -229,6 +254,33 @@ def page(outage: Outage, navigation: bool, authorised: bool) -> bytes:
         f"Content-Type: {kind}\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Retry-After: {outage.retry}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def status_page(words: str, navigation: bool, home: str = "/") -> bytes:
+    """The session's own page (``/<token>/tensorboard-remote``): ``200`` with
+    what the watcher says, as a page that reloads itself or as a line."""
+    if navigation:
+        body = (
+            "<!doctype html><html><head><meta charset=utf-8>"
+            '<meta http-equiv="refresh" content="10">'
+            "<title>tensorboard-remote: this session</title>"
+            "<style>body{font:16px system-ui,sans-serif;margin:3em;color:#333}</style></head><body>"
+            f"<h2>tensorboard-remote</h2><p id=state>{html.escape(words)}</p>"
+            f'<p><a href="{html.escape(home)}">TensorBoard</a> &middot; this page reloads itself every 10 s.</p>'
+            "</body></html>\n"
+        ).encode()
+        kind = "text/html; charset=utf-8"
+    else:
+        body = f"tensorboard-remote: {words}\n".encode()
+        kind = "text/plain; charset=utf-8"
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        f"Content-Type: {kind}\r\n"
+        f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
         "Connection: close\r\n\r\n"
     ).encode()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import health, record, remote, sshargv, state
-from .errors import JobEnded, TbError
+from .errors import JobEnded, JobPending, TbError
 from .health import Answer
 from .host import Host, Master, MasterState, resolve
 from .jobclock import Clock
@@ -125,9 +125,10 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
         ids = ", ".join(j.id for j in jobs)
         raise TbError(f"no job named {spec!r} of yours is running yet ({ids}: {jobs[0].state.lower()}); try again once one runs")
     if job.state in _WAITING:
-        raise TbError(
+        raise JobPending(
             f"job {job.id} is {job.state.lower()}: it has no node yet; "
-            f"run tb.start --job {spec} again once squeue shows it RUNNING"
+            f"run tb.start --job {spec} again once squeue shows it RUNNING",
+            job.id, job.state.lower(),
         )
     if job.state in _ENDED or job.state == "COMPLETING":
         raise JobEnded(f"job {job.id} has ended ({job.state.lower()}): there is no node to start TensorBoard on")

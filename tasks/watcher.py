@@ -13,7 +13,9 @@ an ended Slurm job stop the retries.
 
 Its control socket (``tb-<hash>.watch``) answers one line: ``status`` (this
 module's :class:`State` as JSON), ``probe`` (probe now, then the status) and
-``stop`` (cancel what is in flight, release the port, exit).
+``stop`` (cancel what is in flight, release the port, exit). Its page,
+``URL + tensorboard-remote``, says the same to a browser, with a Slurm job's
+time left and, near the end, the warning ``tb.check`` gives.
 
 Run as ``python -m tensorboard_remote.watcher CONTROL_SOCKET`` with its
 instructions as JSON on stdin and the listening socket's fd in
@@ -34,8 +36,9 @@ from typing import Any, Callable, Optional
 
 from . import daemon, health, record, targets
 from .daemon import log
-from .errors import Cancelled, HostKeyRefused, JobEnded, LoginNeeded, TbError
+from .errors import Cancelled, HostKeyRefused, JobEnded, JobPending, LoginNeeded, TbError
 from .host import HUNG_AFTER
+from .jobclock import Clock
 from .progress import Reporter
 from .relay import Outage
 from .settings import Settings
@@ -125,7 +128,7 @@ class Watcher(daemon.Daemon):
         if phase is Phase.RECONNECTING:
             since = time.strftime("%H:%M", time.localtime(state.outage_since or time.time()))
             why = f"; last try: {state.error}" if state.error else ""
-            return Outage(f"reconnecting to {self.label} (attempt {max(state.attempt, 1)}, link lost {since}){why}")
+            return Outage(f"reconnecting to {self.label} (attempt {max(state.attempt, 1)}, link lost {since}){why}{self._job_words()}")
         if phase is Phase.NEEDS_LOGIN:
             return Outage(f"{self.label} needs you to log in again: run tb.start", retry=5)
         if phase is Phase.HOST_KEY:
@@ -135,6 +138,32 @@ class Watcher(daemon.Daemon):
         if phase is Phase.NEXT_JOB:
             return Outage(f"{state.error} (this page reloads; tb.exit stops following)", retry=5)
         return Outage(f"the session on {self.label} is stopping")
+
+    def _job_words(self) -> str:
+        """``; job 123 on node7: 0:04:12 left; warning: ...`` for a running
+        job's session ("" otherwise): the time squeue gave at the lookup,
+        counted down (a reconnect looks it up again)."""
+        if self.phase() in (Phase.JOB_ENDED, Phase.NEXT_JOB, Phase.STOPPING):
+            return ""
+        rec = record.load(self.paths)
+        if rec is None or rec.job is None:
+            return ""
+        clock = Clock(rec.job.left, float(rec.job.seen or 0))
+        said = f"; job {rec.job.id} on {rec.job.node}: {clock.words()}"
+        warning = clock.warning(self.settings.job_warn, rec.job.id)
+        return said + (f"; {warning}" if warning else "")
+
+    def words(self) -> str:
+        """What the session's own page says: the outage, else serving; a
+        job's time left; the outages repaired."""
+        outage, state = self.outage(), self.state
+        if outage is not None:
+            said = outage.headline
+        else:
+            said = f"{self.label}: {state.phase}{self._job_words()}"
+        if state.reconnects:
+            said += f"; reconnected {state.reconnects} time{'s' if state.reconnects > 1 else ''} (no command typed)"
+        return said
 
     # ---------------------------------------------------------- monitor
 
@@ -194,10 +223,23 @@ class Watcher(daemon.Daemon):
                 self._set(phase=Phase.NEXT_JOB.value, error=f"{said}; waiting for the next job named {self.job}")
             else:
                 self._set(phase=Phase.JOB_ENDED.value, error=said)
+        except JobPending as error:
+            if self.settings.follow and self.job:
+                # A requeued job (the same id, back in the queue) or the next
+                # one, queued: it runs by itself; nothing for the user to type.
+                self._set(
+                    phase=Phase.NEXT_JOB.value,
+                    error=f"job {error.job} is {error.state} (no node yet); waiting for the next job named {self.job} to run",
+                )
+            else:
+                self._set(error=str(error).splitlines()[0])
         except Cancelled:
             raise
         except TbError as error:
-            self._set(error=str(error).splitlines()[0])
+            said = str(error).splitlines()[0]
+            if self.phase() is Phase.NEXT_JOB and self.job:
+                said = f"waiting for the next job named {self.job}; the last look failed: {said}"
+            self._set(error=said)
         else:
             rec = record.load(self.paths)
             if rec is not None:
@@ -253,7 +295,7 @@ class Watcher(daemon.Daemon):
         if rec is None or not rec.relay:
             log("no record with a relay socket: nothing to watch")
             return
-        await self.serve(listener, rec.relay, self.outage, self.wake.set, rec.token, f"watching {self.label}")
+        await self.serve(listener, rec.relay, self.outage, self.wake.set, rec.token, f"watching {self.label}", self.words)
 
 
 if __name__ == "__main__":

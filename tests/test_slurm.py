@@ -318,6 +318,13 @@ def test_start_check_and_list_say_how_long_the_job_has_left_and_check_warns_near
     listed = session.invoke("tb.list", "--json")
     (row,) = [r for r in json.loads(listed.stdout) if f"(job {job})" in r["host"]]
     assert 0 < row["job"]["left_seconds"] <= 300 and row["job"]["warning"].startswith(f"warning: job {job}")
+    # The watcher's page says it too, beside TensorBoard (same URL, its own path).
+    from .test_reconnect import fetch
+
+    status, _, page = fetch(ready_url(started) + "tensorboard-remote", accept="text/html")
+    assert status == 200, page
+    assert re.search(rf": serving; job {job} on {NODE}: 0:0[0-4]:\d\d left; warning: job {job} reaches its time limit in 0:0[0-4]:\d\d", page), page
+    assert fetch(ready_url(started) + "data/logdir")[0] == 200  # TensorBoard still serves
     stopped = session.fab("tb.exit", "--job", job)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     slurm.cancel(job)
@@ -374,3 +381,98 @@ def test_follow_starts_tensorboard_in_the_next_job_of_the_name_behind_the_same_u
     _nothing_recorded(session)
     assert slurm.job_state(second) == "RUNNING"
     slurm.cancel(second)
+
+
+def _masters(session: Session) -> list[int]:
+    """Our ssh masters (to the login node) in the session's control directory."""
+    return [pid for pid in procs.pids() if str(session.control_dir) in cmdline(pid) and "-M" in cmdline(pid).split() and alive(pid)]
+
+
+def _serves_job(slurm: SlurmCluster, url: str, job: str, besides: tuple[int, ...] = (), timeout: float = 60) -> tuple[int, float]:
+    """Wait until the URL serves a TensorBoard of job ``job`` (not one of
+    ``besides``): its pid, and the seconds it took."""
+    from .test_reconnect import fetch
+
+    began = time.monotonic()
+    while True:
+        boards = [pid for pid in job_tensorboards(slurm) if pid not in besides and procs.environ(pid).get("SLURM_JOB_ID") == job]
+        try:
+            ok = fetch(url + "data/runs", timeout=3)[0] == 200
+        except OSError:
+            ok = False
+        if boards and ok:
+            return boards[0], time.monotonic() - began
+        assert time.monotonic() - began < timeout, f"job {job} not served at {url} after {timeout}s"
+        time.sleep(0.2)
+
+
+def test_follow_rides_out_a_slow_squeue_a_requeue_and_a_lost_master(session, slurm):
+    """--follow under faults: the controller stops answering for a while
+    (squeue hangs): the session keeps serving, check says what it knows and
+    never that the job ended; the job is requeued (the same id, a new
+    start): followed into its new run; the login master is killed while
+    waiting for the next job: the watcher reconnects first (no prompt, no
+    command), then follows."""
+    import signal
+
+    from .test_reconnect import fetch
+
+    job = running_job(slurm, name="relay-chain")
+    started = session.fab("tb.start", "--job", "relay-chain", "--follow")
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = ready_url(started)
+    (first,) = job_tensorboards(slurm)
+
+    # 1. squeue slow: slurmctld frozen (SIGSTOP) for the length of a check.
+    controller = slurm.procs["slurmctld"]
+    os.kill(controller, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        checked = session.fab("tb.check", "--job", "relay-chain")
+        took = time.monotonic() - began
+        served = fetch(url + "data/logdir")[0]
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    print(f"tb.check with squeue hanging took {took:.1f}s")
+    assert served == 200  # TensorBoard, in the job, serves all along
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"; job {job}: no time limit (UNLIMITED)" in checked.stdout and "ended" not in checked.stdout, checked.stdout
+    assert alive(first)
+
+    # 2. Requeued: the same id runs again (after Slurm's hold); the same URL serves it.
+    requeued = slurm.run(["scontrol", "requeue", job])
+    assert requeued.returncode == 0, requeued.stderr
+    assert wait_gone(first, 30)
+    # Slurm holds a requeued job (BeginTime, about 2 minutes here): the session waits for it.
+    waiting = _check_until(session, "relay-chain", f"job {job} is pending (no node yet); waiting for the next job named relay-chain to run")
+    assert "run tb.start" not in waiting, waiting
+    slurm.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
+    try:
+        second, after = _serves_job(slurm, url, job, besides=(first,), timeout=90)
+    except AssertionError:
+        logs = "".join(p.read_text()[-3000:] for p in session.control_dir.glob("*.watch.log"))
+        raise AssertionError(f"state {slurm.job_state(job)!r}; check: {session.fab('tb.check', '--job', 'relay-chain').stdout}; watcher: {logs}") from None
+    print(f"followed requeued job {job} {after:.1f}s after the requeue's end")
+    assert _check_until(session, "relay-chain", ": ok ")
+
+    # 3. The master is lost while waiting for the next job: reconnect, then follow.
+    slurm.cancel(job)
+    _check_until(session, "relay-chain", "waiting for the next job named relay-chain")
+    masters = _masters(session)
+    assert masters, "no master of ours to the login node"
+    for pid in masters:
+        os.kill(pid, signal.SIGKILL)
+    assert all(wait_gone(pid, 10) for pid in masters)
+    following = running_job(slurm, name="relay-chain")
+    third, after = _serves_job(slurm, url, following, timeout=60)
+    print(f"followed job {following} {after:.1f}s after it ran, the master lost before")
+    assert _masters(session) and not set(_masters(session)) & set(masters)
+    checked = _check_until(session, "relay-chain", ": ok ")
+    assert f"; job {following}: " in checked
+
+    stopped = session.fab("tb.exit", "--job", "relay-chain")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert wait_gone(third, 15)
+    _nothing_recorded(session)
+    assert slurm.job_state(following) == "RUNNING"
+    slurm.cancel(following)

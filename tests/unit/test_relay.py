@@ -137,3 +137,35 @@ def test_a_dead_forward_is_answered_at_once_and_pokes_the_watcher(tmp_path, upst
     data = run(scenario()).decode()
     assert data.startswith("HTTP/1.1 503 ") and "Retry-After:" in data
     assert world.pokes == 1
+
+
+class _StatusWorld(World):
+    def __init__(self, tmp_path, outage=None):
+        super().__init__(tmp_path, outage)
+        self.said = "gpu1: serving; job 123 on node7: 0:04:12 left"
+        self.relay = Relay(self.listener, self.upstream, lambda: self.outage, self._poke, TOKEN, lambda: self.said)
+
+
+@pytest.mark.parametrize("outage", [None, Outage("reconnecting to gpu1 (attempt 2, link lost 12:04)")])
+def test_the_sessions_own_page_answers_with_the_token_served_or_not(tmp_path, outage):
+    world = _StatusWorld(tmp_path, outage)
+
+    async def scenario():
+        upstream = await _echo_upstream(world.upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nTB")
+        await world.relay.start()
+        page = await _request(world.port, _get(f"/{TOKEN}/tensorboard-remote", accept="text/html"))
+        line = await _request(world.port, _get(f"/{TOKEN}/tensorboard-remote/?x=1"))
+        # Without the token it is not ours to answer: TensorBoard's (or the outage's) as any path.
+        other = await _request(world.port, _get("/tensorboard-remote"))
+        upstream.close()
+        return page.decode(), line.decode(), other.decode()
+
+    page, line, other = run(scenario())
+    assert page.startswith("HTTP/1.1 200 OK") and 'http-equiv="refresh" content="10"' in page
+    assert "job 123 on node7: 0:04:12 left" in page and f'href="/{TOKEN}/"' in page
+    assert line.startswith("HTTP/1.1 200 OK") and line.endswith(f"tensorboard-remote: {world.said}\n")
+    if outage is None:
+        assert other.endswith("TB")
+    else:
+        assert other.startswith("HTTP/1.1 503") and "gpu1" not in other and "0:04:12" not in other
+    assert world.pokes == 0
