@@ -2,6 +2,7 @@
 
     python bench/bench.py [--rounds 5] [--hosts 1,2,4,8] [--smoke] [--markdown FILE]
     python bench/bench.py --only merge [--rounds 5] [--writes 20] [--smoke]
+    python bench/bench.py --only slurm [--rounds 5] [--markdown FILE]   (root: tests/bench_slurm.py)
 
 Rounds alternate, so both sides see the same machine state:
   1. by hand, the seed's way: `ssh host` to start TensorBoard detached, the
@@ -964,6 +965,23 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def slurm_figures(args: argparse.Namespace) -> int:
+    """Issue 15's figures: they need the tests' one-node Slurm, its users and
+    sshds, which its pytest fixtures bring up; tests/bench_slurm.py prints
+    the tables (no assertions on figures)."""
+    env = dict(os.environ, TBR_BENCH_ROUNDS=str(args.rounds))
+    if args.markdown:
+        Path(args.markdown).write_text("")
+        env["TBR_BENCH_OUT"] = str(Path(args.markdown).resolve())
+    began = time.perf_counter()
+    code = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/bench_slurm.py"],
+        cwd=Path(__file__).resolve().parent.parent, env=env,
+    ).returncode
+    print(f"bench took {time.perf_counter() - began:.0f} s ({args.rounds} rounds, --only slurm) on {os.cpu_count()} cores")
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="tensorboard-remote benchmark")
     parser.add_argument("--rounds", type=int, default=5)
@@ -972,10 +990,14 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="1 round, 1 host, 1 and 2 stub hosts, idle window 3 s, 64 MB, no link cut: a quick check that it runs")
     parser.add_argument("--markdown", help="also write the tables to this file")
-    parser.add_argument("--only", choices=("merge",),
-                        help="only these figures: merge = the merged view's (issue 14: latency, bytes moved, first sync)")
+    parser.add_argument("--only", choices=("merge", "slurm"),
+                        help="only these figures: merge = the merged view's (issue 14: latency, bytes moved, first sync); "
+                             "slurm = issue 15's against the tests' one-node Slurm (follow latency, a 105 MB logdir "
+                             "in srun and ssh mode; root; tests/bench_slurm.py)")
     parser.add_argument("--writes", type=int, default=20, help="scalars written for the merged view's latency (>= 10)")
     args = parser.parse_args()
+    if args.only == "slurm":
+        sys.exit(slurm_figures(args))
     big = 256 << 20
     stub_counts = (1, 8)
     if args.smoke:

@@ -57,6 +57,10 @@ JUMP = 2.0
 #: Seconds between reconnect attempts: 1, 2, then every 3 (an attempt to a
 #: host that is down fails at once, or after the connect timeout).
 BACKOFF = (1.0, 2.0, 3.0)
+#: Seconds between looks for the next job of a followed name (``squeue``
+#: through the master): sites rate-limit squeue, and a followed chain may
+#: wait hours; the issue's target is 30 s from RUNNING to served.
+FOLLOW_EVERY = 8.0
 #: Connect timeout of a reconnect attempt (the setting, at most this).
 CONNECT_TIMEOUT = 5
 
@@ -190,7 +194,13 @@ class Watcher(daemon.Daemon):
                 with self.probed:
                     self.steps += 1
                     self.probed.notify_all()
-                pause = PROBE_EVERY if self.phase() in (Phase.SERVING, Phase.STARTING) else BACKOFF[min(max(self.state.attempt, 1), len(BACKOFF)) - 1]
+                phase = self.phase()
+                if phase in (Phase.SERVING, Phase.STARTING):
+                    pause = PROBE_EVERY
+                elif phase is Phase.NEXT_JOB:
+                    pause = FOLLOW_EVERY
+                else:
+                    pause = BACKOFF[min(max(self.state.attempt, 1), len(BACKOFF)) - 1]
                 due = time.monotonic() + pause
 
     def step(self) -> None:

@@ -359,7 +359,9 @@ def test_follow_starts_tensorboard_in_the_next_job_of_the_name_behind_the_same_u
     assert status == 503 and "waiting for the next job named chain" in body
     # Bob's job of the same name: never ours to follow.
     bobs = running_job(slurm, user=BOB, name="chain")
-    time.sleep(5)  # a watcher round or more
+    from tensorboard_remote.watcher import FOLLOW_EVERY
+
+    time.sleep(FOLLOW_EVERY + 2)  # a watcher's look for the next job, or more
     assert not [pid for pid in slurm.ours() if procs.environ(pid).get("SLURM_JOB_ID") == bobs and "launch.py" in cmdline(pid)]
     assert "waiting for the next job named chain" in session.fab("tb.check", "--job", "chain").stdout
     slurm.cancel(bobs)
