@@ -232,45 +232,17 @@ class _Head:
 ANONYMOUS = "this tensorboard-remote session is not serving right now"
 
 
-def page(outage: Outage, navigation: bool, authorised: bool) -> bytes:
-    """The whole HTTP response for a request during an outage."""
-    headline = outage.headline if authorised else ANONYMOUS
+def _response(status: str, title: str, words: str, navigation: bool, refresh: int, footer: str, extra: str = "") -> bytes:
+    """A whole HTTP response of ours: a small page that reloads itself every
+    ``refresh`` seconds (a browser navigation) or one line (anything else)."""
     if navigation:
         body = (
             "<!doctype html><html><head><meta charset=utf-8>"
-            f'<meta http-equiv="refresh" content="{outage.retry}">'
-            "<title>tensorboard-remote: waiting</title>"
-            "<style>body{font:16px system-ui,sans-serif;margin:3em;color:#333}</style></head><body>"
-            f"<h2>tensorboard-remote</h2><p id=state>{html.escape(headline)}</p>"
-            f"<p>This page reloads itself every {outage.retry} s; TensorBoard is back here as soon as the host answers.</p>"
-            "</body></html>\n"
-        ).encode()
-        kind = "text/html; charset=utf-8"
-    else:
-        body = f"tensorboard-remote: {headline}\n".encode()
-        kind = "text/plain; charset=utf-8"
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        f"Content-Type: {kind}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        f"Retry-After: {outage.retry}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    return head + body
-
-
-def status_page(words: str, navigation: bool, home: str = "/") -> bytes:
-    """The session's own page (``/<token>/tensorboard-remote``): ``200`` with
-    what the watcher says, as a page that reloads itself or as a line."""
-    if navigation:
-        body = (
-            "<!doctype html><html><head><meta charset=utf-8>"
-            '<meta http-equiv="refresh" content="10">'
-            "<title>tensorboard-remote: this session</title>"
+            f'<meta http-equiv="refresh" content="{refresh}">'
+            f"<title>tensorboard-remote: {title}</title>"
             "<style>body{font:16px system-ui,sans-serif;margin:3em;color:#333}</style></head><body>"
             f"<h2>tensorboard-remote</h2><p id=state>{html.escape(words)}</p>"
-            f'<p><a href="{html.escape(home)}">TensorBoard</a> &middot; this page reloads itself every 10 s.</p>'
+            f"<p>{footer}</p>"
             "</body></html>\n"
         ).encode()
         kind = "text/html; charset=utf-8"
@@ -278,10 +250,28 @@ def status_page(words: str, navigation: bool, home: str = "/") -> bytes:
         body = f"tensorboard-remote: {words}\n".encode()
         kind = "text/plain; charset=utf-8"
     head = (
-        "HTTP/1.1 200 OK\r\n"
+        f"HTTP/1.1 {status}\r\n"
         f"Content-Type: {kind}\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"{extra}"
         "Cache-Control: no-store\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
     return head + body
+
+
+def page(outage: Outage, navigation: bool, authorised: bool) -> bytes:
+    """The whole HTTP response for a request during an outage."""
+    headline = outage.headline if authorised else ANONYMOUS
+    footer = f"This page reloads itself every {outage.retry} s; TensorBoard is back here as soon as the host answers."
+    return _response(
+        "503 Service Unavailable", "waiting", headline, navigation, outage.retry, footer,
+        extra=f"Retry-After: {outage.retry}\r\n",
+    )
+
+
+def status_page(words: str, navigation: bool, home: str = "/") -> bytes:
+    """The session's own page (``/<token>/tensorboard-remote``): ``200`` with
+    what the watcher says, as a page that reloads itself or as a line."""
+    footer = f'<a href="{html.escape(home)}">TensorBoard</a> &middot; this page reloads itself every 10 s.'
+    return _response("200 OK", "this session", words, navigation, 10, footer)

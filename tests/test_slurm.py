@@ -377,12 +377,18 @@ def test_follow_starts_tensorboard_in_the_next_job_of_the_name_behind_the_same_u
     assert procs.environ(pid)["SLURM_JOB_ID"] == second
     checked = _check_until(session, "chain", ": ok ")
     assert f"; job {second}: no time limit (UNLIMITED)" in checked
-    stopped = session.fab("tb.exit", "--job", "chain")
+    _exit_leaves_the_job(session, slurm, "chain", pid, second)
+
+
+def _exit_leaves_the_job(session: Session, slurm: SlurmCluster, spec: str, board: int, job: str) -> None:
+    """tb.exit ends the following and its TensorBoard, nothing of ours is
+    left, and the job runs on (then the test cancels it)."""
+    stopped = session.fab("tb.exit", "--job", spec)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert wait_gone(pid, 15)
+    assert wait_gone(board, 15)
     _nothing_recorded(session)
-    assert slurm.job_state(second) == "RUNNING"
-    slurm.cancel(second)
+    assert slurm.job_state(job) == "RUNNING"
+    slurm.cancel(job)
 
 
 def _masters(session: Session) -> list[int]:
@@ -472,9 +478,4 @@ def test_follow_rides_out_a_slow_squeue_a_requeue_and_a_lost_master(session, slu
     checked = _check_until(session, "relay-chain", ": ok ")
     assert f"; job {following}: " in checked
 
-    stopped = session.fab("tb.exit", "--job", "relay-chain")
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert wait_gone(third, 15)
-    _nothing_recorded(session)
-    assert slurm.job_state(following) == "RUNNING"
-    slurm.cancel(following)
+    _exit_leaves_the_job(session, slurm, "relay-chain", third, following)
