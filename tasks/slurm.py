@@ -118,12 +118,21 @@ def pick_job(jobs: list[Job], spec: str, me: str, where: str) -> Job:
         ids = ", ".join(job.id for job in running)
         what = f"job {spec} has several running tasks" if by_id else f"several running jobs of yours are named {spec!r}"
         raise TbError(f"{what} ({ids}): give one of them with --job")
-    job = running[0] if running else jobs[0]
-    if job.state == "RUNNING":
-        return _runnable(job, where)
-    if len(jobs) > 1 and not by_id:
-        ids = ", ".join(j.id for j in jobs)
-        raise TbError(f"no job named {spec!r} of yours is running yet ({ids}: {jobs[0].state.lower()}); try again once one runs")
+    if running:
+        return _runnable(running[0], where)
+    # Ended jobs stay in squeue for a while (MinJobAge): what is still to
+    # come decides, so that a followed name waits for its next job.
+    live = [j for j in jobs if j.state not in _ENDED and j.state != "COMPLETING"]
+    if not live and len(jobs) > 1:
+        ids = ", ".join(f"{j.id}: {j.state.lower()}" for j in jobs)
+        raise JobEnded(f"every job named {spec!r} of yours has ended ({ids}): there is no node to start TensorBoard on")
+    if len(live) > 1 and not by_id:
+        ids = ", ".join(j.id for j in live)
+        said = f"no job named {spec!r} of yours is running yet ({ids}: {live[0].state.lower()}); try again once one runs"
+        if all(j.state in _WAITING for j in live):
+            raise JobPending(said, live[0].id, live[0].state.lower())
+        raise TbError(said)
+    job = live[0] if live else jobs[0]
     if job.state in _WAITING:
         raise JobPending(
             f"job {job.id} is {job.state.lower()}: it has no node yet; "

@@ -129,7 +129,7 @@ def test_a_large_logdir_in_srun_mode_against_ssh_mode_and_the_loader_off(session
                     time.sleep(0.5)
                 figures[name].append(time.monotonic() - began)
                 said[name] = next((line for line in started.stdout.splitlines() if "started TensorBoard" in line), "")
-                stopped = session.fab("tb.exit", "--job", job, *flags, env=env)
+                stopped = session.fab("tb.exit", "--job", job, env=env)
                 assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     finally:
         slurm.cancel(job)

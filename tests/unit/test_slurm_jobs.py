@@ -32,6 +32,8 @@ def test_a_running_job_of_ours_gives_its_first_node_and_address():
         (("12 COMPLETED alice - -",), "12", "job 12 has ended (completed)"),
         (("12 SUSPENDED alice - -",), "12", "job 12 is suspended, not running"),
         (("12 RUNNING alice cn1 -", "13 RUNNING alice cn2 -"), "train", "several running jobs of yours are named 'train' (12, 13)"),
+        (("12 CANCELLED alice - -", "13 COMPLETED alice - -"), "train", "every job named 'train' of yours has ended (12: cancelled, 13: completed)"),
+        (("12 PENDING alice - -", "13 PENDING alice - -"), "train", "no job named 'train' of yours is running yet (12, 13: pending)"),
     ],
 )
 def test_a_job_we_cannot_attach_to_is_a_one_line_reason(lines, spec, message):
@@ -89,3 +91,20 @@ def test_the_job_lookup_keeps_squeue_warnings_out_of_the_job_lines(tmp_path):
     jobs = slurm.parse_jobs(out)
     assert [(j.id, j.node, j.addr) for j in jobs] == [("12", "cn1", "10.0.0.1")], out
     assert remote.parse_reply(out) == ("jobs", "")
+
+
+@pytest.mark.parametrize(
+    "lines, kind",
+    [
+        # Ended jobs linger in squeue (MinJobAge): a followed name waits for what is still to come.
+        (("11 CANCELLED alice - -", "12 CANCELLED alice - -"), slurm.JobEnded),
+        (("11 COMPLETED alice - -",), slurm.JobEnded),
+        (("11 CANCELLED alice - -", "12 PENDING alice - -"), slurm.JobPending),
+        (("11 CANCELLED alice - -", "12 PENDING alice - -", "13 PENDING alice - -"), slurm.JobPending),
+        (("11 CANCELLED alice - -", "12 COMPLETING alice cn1 -", "13 REQUEUED alice - -"), slurm.JobPending),
+    ],
+)
+def test_ended_jobs_of_a_name_leave_the_decision_to_what_is_still_to_come(lines, kind):
+    with pytest.raises(kind) as error:
+        slurm.pick_job(_jobs(*lines), "train", "alice", "login")
+    assert type(error.value) is kind
