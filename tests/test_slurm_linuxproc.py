@@ -32,3 +32,24 @@ def test_when_the_job_is_cancelled_its_tensorboard_step_ends_under_linuxproc_too
     assert wait_gone(pid, 15)
     assert session.fab("tb.check", "--job", job).returncode == 1
     assert session.fab("tb.exit", "--job", job).returncode == 0
+
+
+def test_follow_under_linuxproc_ends_the_old_jobs_tensorboard_and_serves_the_next(session, slurm):
+    """Under linuxproc a step's leftovers could outlive the job: following
+    must leave exactly one TensorBoard, the next job's, behind the URL."""
+    from . import procs
+    from .slurm_fixtures import ready_url
+    from .test_slurm import _check_until, _exit_leaves_the_job, _serves_job
+
+    first = running_job(slurm, name="lp-chain")
+    started = session.fab("tb.start", "--job", "lp-chain", "--follow")
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = ready_url(started)
+    (old,) = job_tensorboards(slurm)
+    slurm.cancel(first)
+    assert wait_gone(old, 15)
+    _check_until(session, "lp-chain", "waiting for the next job named lp-chain")
+    second = running_job(slurm, name="lp-chain")
+    board, _ = _serves_job(slurm, url, second)
+    assert job_tensorboards(slurm) == [board] and procs.environ(board)["SLURM_JOB_ID"] == second
+    _exit_leaves_the_job(session, slurm, "lp-chain", board, second)
