@@ -442,7 +442,10 @@ class Session:
                 "job-ended": f"{status.get('error')}: stopped reconnecting; tb.exit cleans up",
                 "waiting-for-job": f"{status.get('error')} (the same URL serves it once it runs; tb.exit stops following)",
             }[phase]
-            return Health(waiting[phase], self.label, f"{said}; {line}; the rest: {seen.detail}", watcher=status)
+            # Following, the last job's step having ended is the news already
+            # said (its "tb.exit cleans up" would read as advice to stop).
+            rest = "" if phase == "waiting-for-job" else f"; the rest: {seen.detail}"
+            return Health(waiting[phase], self.label, f"{said}; {line}{rest}", watcher=status)
         return dataclasses.replace(seen, detail=f"{seen.detail} {line}", watcher=status)
 
     def _check_tunnel(self, rec: Optional[Record]) -> Health:

@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: Test files all of whose tests are machine-wide: their node ids must carry the group.
-_ALL_MACHINE_WIDE = ("tests/test_slurm.py::", "tests/test_slurm_linuxproc.py::", "tests/test_prompts.py::")
+_ALL_MACHINE_WIDE = ("tests/test_slurm.py::", "tests/test_slurm_linuxproc.py::", "tests/test_slurm_nodes.py::", "tests/test_prompts.py::")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -87,7 +87,8 @@ def _logdir_of(user: pwd.struct_passwd) -> Path:
 @pytest.fixture(scope="module")
 def slurm(short_base, request):
     proctrack = getattr(request.module, "PROCTRACK", DEFAULT_PROCTRACK)
-    cluster = SlurmCluster(Path("/tmp") / f"tbr-slurm-{os.getpid()}-{proctrack}", proctrack=proctrack).start()
+    nodes = getattr(request.module, "NODES", 1)
+    cluster = SlurmCluster(Path("/tmp") / f"tbr-slurm-{os.getpid()}-{proctrack}-{nodes}", proctrack=proctrack, nodes=nodes).start()
     yield cluster
     cluster.stop()
     shutil.rmtree(cluster.dir, ignore_errors=True)

@@ -26,6 +26,9 @@ from . import procs
 
 NODE = "cn1"
 NODE_ADDR = "127.0.0.2"
+#: A second node (``nodes=2``): another slurmd on this machine, on its own
+#: loopback address and port (a job that moves between nodes).
+NODE2, NODE2_ADDR = "cn2", "127.0.0.3"
 BINARIES = ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/squeue", "/usr/sbin/munged")
 
 
@@ -48,9 +51,10 @@ def _node_resources() -> tuple[int, int]:
 class SlurmCluster:
     """munged, slurmctld and slurmd with one node, ``cn1``."""
 
-    def __init__(self, directory: os.PathLike | str, *, proctrack: str = "linuxproc") -> None:
+    def __init__(self, directory: os.PathLike | str, *, proctrack: str = "linuxproc", nodes: int = 1) -> None:
         self.dir = Path(directory).absolute()
         self.proctrack = proctrack
+        self.nodes = [(NODE, NODE_ADDR), (NODE2, NODE2_ADDR)][:nodes]
         self.conf = self.dir / "slurm.conf"
         self.munge_socket = self.dir / "munge" / "munge.socket"
         self.procs: dict[str, int] = {}
@@ -90,9 +94,9 @@ class SlurmCluster:
             f"StateSaveLocation={self.dir / 'state'}",
             f"SlurmdSpoolDir={self.dir / 'spool'}/%n",
             f"SlurmctldPidFile={self.dir / 'slurmctld.pid'}",
-            f"SlurmdPidFile={self.dir / 'slurmd.pid'}",
+            f"SlurmdPidFile={self.dir / 'slurmd'}-%n.pid",
             f"SlurmctldLogFile={self.dir / 'log' / 'slurmctld.log'}",
-            f"SlurmdLogFile={self.dir / 'log' / 'slurmd.log'}",
+            f"SlurmdLogFile={self.dir / 'log' / 'slurmd'}-%n.log",
             f"ProctrackType=proctrack/{self.proctrack}",
             "TaskPlugin=task/none",
             "JobAcctGatherType=jobacct_gather/none",
@@ -104,9 +108,14 @@ class SlurmCluster:
             "ReturnToService=2",
             "MailProg=/bin/true",
             "KillWait=2",
-            f"NodeName={NODE} NodeAddr={NODE_ADDR} CPUs={cpus} RealMemory={memory} State=UNKNOWN",
-            f"PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP",
         ]
+        # Each node its own slurmd port (one port would do for one node).
+        ports = [self.slurmd_port] + [free_port() for _ in self.nodes[1:]]
+        lines += [
+            f"NodeName={name} NodeAddr={addr} Port={port} CPUs={cpus} RealMemory={memory} State=UNKNOWN"
+            for (name, addr), port in zip(self.nodes, ports)
+        ]
+        lines.append(f"PartitionName=debug Nodes={','.join(name for name, _ in self.nodes)} Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
         if self.proctrack == "cgroup":
             (self.dir / "cgroup.conf").write_text(
@@ -137,14 +146,15 @@ class SlurmCluster:
                  f"--seed-file={self.dir / 'munge' / 'munged.seed'}"]
         self._daemon("munged", munge, self.dir / "munge" / "munged.pid")
         self._daemon("slurmctld", ["/usr/sbin/slurmctld", "-f", str(self.conf)], self.dir / "slurmctld.pid")
-        self._daemon("slurmd", ["/usr/sbin/slurmd", "-f", str(self.conf), "-N", NODE], self.dir / "slurmd.pid")
+        for name, _ in self.nodes:
+            self._daemon(f"slurmd-{name}", ["/usr/sbin/slurmd", "-f", str(self.conf), "-N", name], self.dir / f"slurmd-{name}.pid")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            out = self.run(["sinfo", "-h", "-N", "-o", "%T"]).stdout.strip()
-            if out == "idle":
+            out = self.run(["sinfo", "-h", "-N", "-o", "%T"]).stdout.split()
+            if out == ["idle"] * len(self.nodes):
                 return self
             time.sleep(0.1)
-        raise RuntimeError(f"node {NODE} did not become idle (sinfo says {out!r})")
+        raise RuntimeError(f"nodes {', '.join(n for n, _ in self.nodes)} did not become idle (sinfo says {out!r})")
 
     def run(self, argv: list[str], *, user: Optional[str] = None, timeout: float = 20) -> subprocess.CompletedProcess:
         """A Slurm client command, as ``user`` (from that user's home)."""
@@ -195,7 +205,7 @@ class SlurmCluster:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.run(["squeue", "-h", "-o", "%i"]).stdout.strip():
                 time.sleep(0.1)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in (*(f"slurmd-{node}" for node, _ in self.nodes), "slurmctld", "munged"):
             pid = self.procs.pop(name, None)
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
