@@ -207,6 +207,12 @@ def _start_merged(c: Any, host: Optional[str], hosts: Optional[str], merged: boo
     """A merged view (or one host with ``run_on`` local): TensorBoard here over a mirror."""
     mapping = merge_mapping(c.config)
     if merged:
+        if not hosts and (host or getattr(c, "host", None)):
+            # One host named (--host, fab -H, HOST start): not the mapping's view.
+            raise TbError(
+                "--merge takes its hosts from --hosts a,b (or HOST1,HOST2 start --merge, or the merge setting), "
+                "not from one --host/-H; for one host's runs served from a mirror here, use --run-on local"
+            )
         names = _names(hosts) if hosts else list(mapping)
         if not names:
             raise TbError("--merge needs the hosts: --hosts a,b or the merge setting (host -> logdir)")

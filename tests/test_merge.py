@@ -524,6 +524,11 @@ def test_exit_during_a_sync_returns_leaves_nothing_and_keeps_the_mirror(merge_ri
 
 def test_run_on_local_serves_one_hosts_runs_by_their_names_with_nothing_on_the_host(merge_rig):
     rig = merge_rig
+    # One host and --merge (no mapping): not a silent view of nothing; it says what fits.
+    one = rig.cli("host2", "start", "--merge")
+    assert one.returncode == 1 and one.stdout == "", one.stdout + one.stderr
+    assert one.stderr.strip().endswith("for one host's runs served from a mirror here, use --run-on local"), one.stderr
+    assert len(one.stderr.strip().splitlines()) == 1
     # The default sync_every (5 s) here.
     start = rig.cli("host2", "start", "--run-on", "local", settings={"SYNC_EVERY": None})
     assert start.returncode == 0, start.stdout + start.stderr
