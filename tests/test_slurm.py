@@ -479,3 +479,18 @@ def test_follow_rides_out_a_slow_squeue_a_requeue_and_a_lost_master(session, slu
     assert f"; job {following}: " in checked
 
     _exit_leaves_the_job(session, slurm, "relay-chain", third, following)
+
+
+def test_two_running_jobs_of_the_name_are_refused_with_both_ids_follow_or_not(session, slurm):
+    first, second = running_job(slurm, name="twin"), running_job(slurm, name="twin")
+    for flags in ((), ("--follow",)):
+        refused = session.fab("tb.start", "--job", "twin", *flags)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stderr.strip() == (
+            f"tensorboard-remote: several running jobs of yours are named 'twin' ({first}, {second}): give one of them with --job"
+        ), refused.stderr
+        _nothing_recorded(session)
+    assert not job_tensorboards(slurm)
+    for job in (first, second):
+        assert slurm.job_state(job) == "RUNNING"
+        slurm.cancel(job)
