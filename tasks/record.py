@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from . import remote, state
 from .errors import TbError
+from .jobclock import Clock
 from .sshargv import Target
 from .state import Paths
 
@@ -43,6 +44,10 @@ class JobRef:
     via: str  # "srun" (a step of the job) or "ssh" (the node's sshd)
     left: str = "-"  # squeue's time left at the lookup ("3:59:12", "UNLIMITED")
     seen: str = "0"  # when it said so (wall clock, seconds)
+
+    def clock(self) -> Clock:
+        """The time left as of the lookup (counted down from then)."""
+        return Clock(self.left, float(self.seen or 0))
 
 
 @dataclass(frozen=True)

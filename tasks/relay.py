@@ -157,12 +157,12 @@ class Relay:
                 head += chunk
         if not head:
             return
+        request = _Head.parse(head)
         if self._asks_status(head):
             assert self.status is not None
             home = f"/{self.token}/" if self.token else "/"
-            writer.write(status_page(self.status(), _Head.parse(head).navigation, home))
+            writer.write(status_page(self.status(), request.navigation, home))
         else:
-            request = _Head.parse(head)
             writer.write(page(outage or Outage("the connection was lost: reconnecting"), request.navigation, self._authorised(request)))
         with contextlib.suppress(OSError):
             await writer.drain()

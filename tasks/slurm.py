@@ -221,7 +221,7 @@ def clock_of(host: Host, rec: Record) -> Optional[Clock]:
     now = job_now(host, rec)
     if now is not None and now.left != "-":
         return Clock(now.left, time.time())
-    return Clock(job.left, float(job.seen or 0))
+    return job.clock()
 
 
 def _refuse_same_job(paths: Paths, job: Job, where: str) -> None:

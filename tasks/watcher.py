@@ -38,7 +38,6 @@ from . import daemon, health, record, targets
 from .daemon import log
 from .errors import Cancelled, HostKeyRefused, JobEnded, JobPending, LoginNeeded, TbError
 from .host import HUNG_AFTER
-from .jobclock import Clock
 from .progress import Reporter
 from .relay import Outage
 from .settings import Settings
@@ -152,7 +151,7 @@ class Watcher(daemon.Daemon):
         rec = record.load(self.paths)
         if rec is None or rec.job is None:
             return ""
-        clock = Clock(rec.job.left, float(rec.job.seen or 0))
+        clock = rec.job.clock()
         said = f"; job {rec.job.id} on {rec.job.node}: {clock.words()}"
         warning = clock.warning(self.settings.job_warn, rec.job.id)
         return said + (f"; {warning}" if warning else "")
@@ -233,20 +232,18 @@ class Watcher(daemon.Daemon):
                 self._set(phase=Phase.NEXT_JOB.value, error=f"{said}; waiting for the next job named {self.job}")
             else:
                 self._set(phase=Phase.JOB_ENDED.value, error=said)
-        except JobPending as error:
-            if self.settings.follow and self.job:
+        except Cancelled:
+            raise
+        except TbError as error:
+            said = str(error).splitlines()[0]
+            if isinstance(error, JobPending) and self.settings.follow and self.job:
                 # A requeued job (the same id, back in the queue) or the next
                 # one, queued: it runs by itself; nothing for the user to type.
                 self._set(
                     phase=Phase.NEXT_JOB.value,
                     error=f"job {error.job} is {error.state} (no node yet); waiting for the next job named {self.job} to run",
                 )
-            else:
-                self._set(error=str(error).splitlines()[0])
-        except Cancelled:
-            raise
-        except TbError as error:
-            said = str(error).splitlines()[0]
+                return
             if self.phase() is Phase.NEXT_JOB and self.job:
                 said = f"waiting for the next job named {self.job}; the last look failed: {said}"
             self._set(error=said)
