@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Optional
 
 from . import remote, sshargv, state
-from .errors import CommandTimeout, HostKeyRefused, LoginNeeded, RemoteFailed, TbError
+from .errors import Cancelled, CommandTimeout, HostKeyRefused, LoginNeeded, RemoteFailed, TbError
 from .shell import Shell, last_line
 from .sshargv import Target
 from .state import Paths
@@ -177,6 +177,12 @@ class Host:
             outcome = self.shell.run(
                 sshargv.control_argv(self.target, str(path), "check"), timeout=self.shell.quick, what="ssh -O check"
             )
+        except Cancelled:
+            # A check cut short by a stop says nothing about the master: never
+            # STALE, or the caller clears a live master's socket (measured: a
+            # syncer stopped mid-stream unlinked bare's socket, and tb.exit
+            # then left that master running).
+            raise
         except TbError:
             return Master(MasterState.STALE)
         if outcome.ok:

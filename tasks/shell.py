@@ -185,6 +185,12 @@ class Shell:
 
         try:
             yield proc, said
+        except TbError:
+            # The caller's reading failed because cancel() killed the command
+            # (a stream cut short): that is a cancel, not a failure of the host.
+            if self._cancelled:
+                raise Cancelled("cancelled: the session is being stopped") from None
+            raise
         finally:
             if proc.poll() is None:
                 proc.kill()

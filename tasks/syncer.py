@@ -122,6 +122,8 @@ class Syncer(daemon.Daemon):
         except Cancelled:
             raise
         except TbError as error:
+            if self.stopping:
+                raise Cancelled("cancelled: the view is being stopped") from None
             self._set(member.label, health="stale", error=str(error).splitlines()[0], rounds=seen["rounds"] + 1)
             self.repair(host, member)
             return RETRY_EVERY

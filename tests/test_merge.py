@@ -480,42 +480,56 @@ def test_an_unknown_host_and_one_that_refuses_us_are_named_and_the_others_start(
     nothing_left(rig)
 
 
-def test_exit_during_a_sync_returns_leaves_nothing_and_keeps_the_mirror(merge_rig):
+#: The process that sends a host's files, under its sshd: rsync's sender
+#: (its command line has no path: -s sends them in the protocol), or on a
+#: host without rsync our stream's remote Python (``python3 -``, by
+#: whatever path bare's PATH gives it).
+SENDERS = {"host3": re.compile(r"rsync --server --sender "), "bare": re.compile(r"(\S*/)?python3? - ")}
+
+
+@pytest.mark.parametrize("host", ["host3", "bare"], ids=["rsync", "stream"])
+def test_exit_during_a_sync_returns_leaves_nothing_and_keeps_the_mirror(merge_rig, host):
     rig = merge_rig
-    start = rig.invoke("tb.start", "--hosts", "host2,host3", "--merge")
+    hosts, label = f"host2,{host}", f"merged view of host2, {host}"
+    start = rig.invoke("tb.start", "--hosts", hosts, "--merge")
     assert start.returncode == 0, start.stdout + start.stderr
-    mirror = mirror_of(start, "merged view of host2, host3")
-    # A large event file (1 GB, sparse: cheap to make) appears on host3 at
+    mirror = mirror_of(start, label)
+    # A large event file (1 GB, sparse: cheap to make) appears on the host at
     # once (renamed into place): the next round copies it.
-    big = rig.logdir("host3") / "lr-0.1" / "events.out.tfevents.1.big"
+    run = next(path for path in sorted(rig.logdir(host).iterdir()) if path.is_dir() and not path.is_symlink())
+    big = run / "events.out.tfevents.1.big"
     making = big.with_name("incoming")
     with open(making, "wb") as handle:
         handle.truncate(1 << 30)
     making.rename(big)
-    copy = mirror / "host3" / "lr-0.1" / big.name
+    # (rsync writes in place; the stream into a part file, renamed when whole)
+    copy = mirror / host / run.name / (big.name + (".tbr-part" if host == "bare" else ""))
 
     def sender() -> list[int]:
-        # host3's rsync, under its sshd (its command line has no path: -s sends them in the protocol).
-        return [pid for pid in rig.sshd_sessions("host3") if cmdline(pid).startswith("rsync --server --sender ")]
+        return [pid for pid in rig.sshd_sessions(host) if SENDERS[host].match(cmdline(pid) + " ")]
 
-    # While it is being copied, hold that round in flight (the host's rsync
-    # stops sending), and exit.
+    # While it is being copied, hold that round in flight (the host's sender
+    # stops sending), and exit. The stream's reader then sees its stream cut
+    # short: that is the exit, not a lost master (found in CI: the syncer took
+    # it for one and cleared the live master's socket, and tb.exit left that
+    # master running).
     wait_until(lambda: copy.exists() and copy.stat().st_size > 0, 30, "the large file's copy to begin", every=0.002)
-    senders = wait_until(sender, 5, "host3's rsync sending the large file", every=0.002)
+    senders = wait_until(sender, 5, f"{host}'s sender sending the large file", every=0.002)
     with frozen(senders):
         assert not copy.exists() or copy.stat().st_size < big.stat().st_size, "the copy was complete before the exit"
-        stop = rig.invoke("tb.exit", "--hosts", "host2,host3", "--merge")
+        stop = rig.invoke("tb.exit", "--hosts", hosts, "--merge")
         assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert f"closed the tunnels to host2, {host};" in stop.stdout, stop.stdout
         assert f"the mirror stays in {mirror}" in stop.stdout
         assert [pid for pid, cmd in ours(str(mirror)) if "rsync" in cmd] == []
     nothing_left(rig)
     assert (mirror / "host2" / "baseline").is_dir() and identical(rig.logdir("host2"), mirror / "host2")
     # A later start over the same hosts uses the same mirror; exit --remove-mirror removes it.
     big.unlink()
-    again = rig.invoke("tb.start", "--hosts", "host2,host3", "--merge")
+    again = rig.invoke("tb.start", "--hosts", hosts, "--merge")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert mirror_of(again, "merged view of host2, host3") == mirror
-    stop = rig.invoke("tb.exit", "--hosts", "host2,host3", "--merge", "--remove-mirror")
+    assert mirror_of(again, label) == mirror
+    stop = rig.invoke("tb.exit", "--hosts", hosts, "--merge", "--remove-mirror")
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert f"removed the mirror {mirror}" in stop.stdout
     assert not mirror.exists()

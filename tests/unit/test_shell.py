@@ -82,3 +82,22 @@ def test_a_command_not_in_a_group_stays_in_ours(tmp_path):
     assert int(out.stdout.strip()) == os.getpgrp()
     grouped = Shell().run(["sh", "-c", "ps -o pgid= -p $$"], timeout=10, group=True)
     assert int(grouped.stdout.strip()) != os.getpgrp()
+
+
+def test_a_stream_cut_short_by_cancel_is_a_cancel_not_a_failure_of_the_host():
+    # A sync stream's reader sees the end of a stream cancel() killed and
+    # raises its own error; the syncer must see a cancel (measured: it took
+    # it for a lost master and cleared the live master's socket).
+    from tensorboard_remote.mirror import SyncFailed
+
+    shell = Shell()
+    with pytest.raises(Cancelled):
+        with shell.process(["sh", "-c", "sleep 60"]) as (proc, _):
+            shell.cancel()
+            proc.wait(5)
+            raise SyncFailed("sync from bare was cut short (the connection ended)")
+    # Not cancelled: the reader's error is the host's, as it was.
+    other = Shell()
+    with pytest.raises(SyncFailed):
+        with other.process(["sh", "-c", "exit 0"]):
+            raise SyncFailed("sync from bare was cut short (the connection ended)")
