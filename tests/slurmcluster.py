@@ -136,15 +136,29 @@ class SlurmCluster:
                 time.sleep(0.02)
         raise RuntimeError(f"{name} did not start; see {self.dir / 'log'}")
 
-    def start(self) -> "SlurmCluster":
-        self._write()
+    def start_munge(self) -> int:
+        """munged, which every Slurm command and daemon needs to authenticate."""
         munge = ["runuser", "-u", "munge", "--", "/usr/sbin/munged",
                  f"--key-file={self.dir / 'munge' / 'munge.key'}",
                  f"--socket={self.munge_socket}",
                  f"--pid-file={self.dir / 'munge' / 'munged.pid'}",
                  f"--log-file={self.dir / 'munge' / 'munged.log'}",
                  f"--seed-file={self.dir / 'munge' / 'munged.seed'}"]
-        self._daemon("munged", munge, self.dir / "munge" / "munged.pid")
+        return self._daemon("munged", munge, self.dir / "munge" / "munged.pid")
+
+    def stop_munge(self) -> None:
+        """Stop munged (as a restart or a crash does): Slurm commands then fail
+        within seconds ("Munge encode failed ... Did you start munged?")."""
+        pid = self.procs.pop("munged")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self.munge_socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not self.munge_socket.exists(), "munged did not stop"
+
+    def start(self) -> "SlurmCluster":
+        self._write()
+        self.start_munge()
         self._daemon("slurmctld", ["/usr/sbin/slurmctld", "-f", str(self.conf)], self.dir / "slurmctld.pid")
         for name, _ in self.nodes:
             self._daemon(f"slurmd-{name}", ["/usr/sbin/slurmd", "-f", str(self.conf), "-N", name], self.dir / f"slurmd-{name}.pid")

@@ -494,3 +494,52 @@ def test_two_running_jobs_of_the_name_are_refused_with_both_ids_follow_or_not(se
     for job in (first, second):
         assert slurm.job_state(job) == "RUNNING"
         slurm.cancel(job)
+
+
+def test_squeue_failing_for_a_while_never_reads_as_a_job_end_and_follow_resumes(session, slurm):
+    """squeue fails within seconds while munged is down (a restart, a
+    crash): a session that serves keeps serving and check says the job's
+    clock, never that it ended; a start cannot look its job up and says why
+    in one line; while waiting for the next job, check and the page say the
+    last look failed and why; once squeue answers again, the next job of the
+    name is followed with no command typed."""
+    from .test_reconnect import fetch
+
+    job = running_job(slurm, name="munge-chain")
+    started = session.fab("tb.start", "--job", "munge-chain", "--follow")
+    assert started.returncode == 0, started.stdout + started.stderr
+    url = ready_url(started)
+    (first,) = job_tensorboards(slurm)
+
+    # 1. Serving while squeue fails.
+    slurm.stop_munge()
+    try:
+        checked = session.fab("tb.check", "--job", "munge-chain")
+        other = session.fab("tb.start", "--job", "some-other-run")
+        assert fetch(url + "data/logdir")[0] == 200
+    finally:
+        slurm.start_munge()
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"; job {job}: no time limit (UNLIMITED)" in checked.stdout and "ended" not in checked.stdout, checked.stdout
+    assert other.returncode == 1 and other.stdout.count("\n") <= 3, other.stdout + other.stderr
+    (line,) = other.stderr.strip().splitlines()
+    assert line.startswith("tensorboard-remote: squeue failed on ") and "authentication error" in line, line
+    assert alive(first)
+
+    # 2. Waiting for the next job while squeue fails: said, and waited out.
+    slurm.cancel(job)
+    _check_until(session, "munge-chain", "waiting for the next job named munge-chain")
+    slurm.stop_munge()
+    try:
+        waiting = _check_until(session, "munge-chain", "; the last look failed: squeue failed on ", timeout=60)
+        assert waiting.count("\n") == 1 and "authentication error" in waiting, waiting
+        status, _, page = fetch(url + "tensorboard-remote", accept="text/html")
+        assert status == 200 and "waiting for the next job named munge-chain; the last look failed: squeue failed on " in page, page
+    finally:
+        slurm.start_munge()
+    following = running_job(slurm, name="munge-chain")
+    board, after = _serves_job(slurm, url, following, besides=(first,), timeout=60)
+    print(f"followed job {following} {after:.1f}s after it ran, squeue having failed before")
+    checked = _check_until(session, "munge-chain", ": ok ")
+    assert f"; job {following}: " in checked and "last look failed" not in checked
+    _exit_leaves_the_job(session, slurm, "munge-chain", board, following)
