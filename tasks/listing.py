@@ -50,7 +50,8 @@ def _health(r: dict[str, Any]) -> str:
     each = []
     for label, seen in r["hosts"].items():
         age = "never" if seen.get("age") is None else f"{seen['age']:.0f}s ago"
-        each.append(f"{label}={seen.get('health')} ({age}, {seen.get('method')})")
+        skipped = f", {len(seen['skipped'])} not synced" if seen.get("skipped") else ""
+        each.append(f"{label}={seen.get('health')} ({age}, {seen.get('method')}{skipped})")
     return f"{word}: " + " ".join(each)
 
 

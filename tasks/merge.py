@@ -524,6 +524,7 @@ class MergedSession:
                     "age": _age((hosts.get(m.label) or {}).get("last_ok"), now),
                     "method": (hosts.get(m.label) or {}).get("method", m.method),
                     "error": (hosts.get(m.label) or {}).get("error", ""),
+                    "skipped": (hosts.get(m.label) or {}).get("skipped") or [],
                     "logdir": m.logdir,
                 }
                 for m in (rec.members if rec else ())
@@ -561,6 +562,10 @@ def describe(seen: dict[str, Any], member: Member) -> str:
     if seen.get("health") == "waiting":
         return f"no logdir {member.logdir} there yet (checked {when} via {method})"
     if seen.get("health") == "ok":
+        skipped = seen.get("skipped") or []
+        if skipped:
+            more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+            return f"synced {when} via {method}, but not {skipped[0]}{more}"
         return f"synced {when} via {method}"
     return "not synced yet"
 

@@ -137,6 +137,10 @@ class Synced:
     bytes_out: int
     method: str
     seconds: float
+    #: Files or directories the host could not give us (a dangling symlink
+    #: named like an event file, one not readable by us): the rest is
+    #: synced; ``tb.check`` names the first.
+    skipped: tuple[str, ...] = ()
 
 
 def remote_logdir(logdir: str) -> str:
@@ -181,12 +185,12 @@ def sync(host: Any, logdir: str, dest: Path, patterns: Patterns, method: str, *,
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     started = time.monotonic()
     if method == "rsync":
-        files, changed, sent, received = _rsync(host, logdir, dest, patterns, timeout)
+        files, changed, sent, received, skipped = _rsync(host, logdir, dest, patterns, timeout)
     elif method == "stream":
-        files, changed, sent, received = _stream(host, logdir, dest, patterns)
+        files, changed, sent, received, skipped = _stream(host, logdir, dest, patterns)
     else:
         raise ValueError(f"unknown sync method {method!r}")
-    return Synced(files, changed, received, sent, method, round(time.monotonic() - started, 3))
+    return Synced(files, changed, received, sent, method, round(time.monotonic() - started, 3), tuple(skipped))
 
 
 # ------------------------------------------------------------------ rsync
@@ -237,19 +241,73 @@ def parse_stats(out: str) -> tuple[int, int, int, int]:
     return files, changed, sent, received
 
 
-def _rsync(host: Any, logdir: str, dest: Path, patterns: Patterns, timeout: float) -> tuple[int, int, int, int]:
+#: What rsync's sender says of one file or directory it cannot give us (the
+#: round copies the rest and ends with code 23). Measured with rsync 3.2/3.5:
+#: ``symlink has no referent: "PATH"``, ``rsync: [sender] opendir "PATH"
+#: failed: Permission denied (13)``, ``rsync: [sender] send_files failed to
+#: open "PATH": Permission denied (13)``.
+_SKIP = re.compile(
+    r'^(?:rsync: (?:\[sender\] )?)?(?:(?P<dangling>symlink has no referent: )"(?P<link>.*)"'
+    r'|(?:opendir|send_files failed to open|readlink_stat\(|link_stat) ?"(?P<path>.*)"\)?(?: failed)?: (?P<why>.+?)(?: \(\d+\))?)$'
+)
+#: Lines of a partial round that are not about one file: the summary, and
+#: files that vanished while copied (code 24's).
+_PARTIAL_NOISE = re.compile(r"^(rsync error: some files.* \(code 2[34]\)|file has vanished: |rsync warning: some files vanished)")
+
+
+def skipped_by_rsync(stderr: str) -> Optional[list[tuple[str, str]]]:
+    """The files a partial rsync round (code 23) skipped, as (path, why);
+    None if some line says something else (the round failed)."""
+    skipped = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or _PARTIAL_NOISE.match(line):
+            continue
+        found = _SKIP.match(line)
+        if found is None:
+            return None
+        if found.group("dangling"):
+            skipped.append((found.group("link"), "a symlink to nothing"))
+        else:
+            skipped.append((found.group("path"), found.group("why")))
+    return skipped
+
+
+def _rsync(host: Any, logdir: str, dest: Path, patterns: Patterns, timeout: float) -> tuple[int, int, int, int, list[str]]:
     outcome = host.shell.run(
         rsync_argv(host, logdir, dest, patterns), timeout=timeout, what=f"rsync from {host.label}",
         # rsync's own ssh (riding the master, BatchMode): killed with it on tb.exit.
         group=True,
     )
     # 24: files vanished while we copied (TensorBoard rotates nothing, but
-    # users delete runs): the rest is copied.
-    if outcome.code not in (0, 24):
+    # users delete runs): the rest is copied. 23 with only files it could
+    # not give us (a dangling symlink, a run not readable by us on a shared
+    # logdir): the rest is copied too, and those are said, not a failure
+    # (a host stale for ever over one unreadable file of someone else's).
+    skipped: list[str] = []
+    if outcome.code == 23:
+        named = [(_within(path, logdir), why) for path, why in skipped_by_rsync(outcome.stderr) or []]
+        if all(rel for rel, _ in named):  # not the logdir itself: that is a failure
+            skipped = [f"{rel}: {why}" for rel, why in named]
+    if outcome.code not in (0, 24) and not skipped:
         if not logdir_exists(host, logdir):
             raise LogdirMissing(f"{host.label} has no logdir {logdir}")
         raise SyncFailed(f"rsync from {host.label} failed: {outcome.reason}")
-    return parse_stats(outcome.stdout)
+    return (*parse_stats(outcome.stdout), skipped)
+
+
+def _within(path: str, logdir: str) -> str:
+    """``path`` (rsync names it absolute, on the host) relative to the logdir,
+    as the stream names them ("" for the logdir itself; as it is if outside)."""
+    root = remote_logdir(logdir).rstrip("/")
+    full = path.rstrip("/") + "/"
+    if root.startswith("/"):
+        at = 0 if full.startswith(root + "/") else -1
+        marker = root + "/"
+    else:  # relative to the login directory, which rsync puts in front
+        marker = "/" + root + "/"
+        at = full.find(marker)
+    return full[at + len(marker):].rstrip("/") if at >= 0 else path
 
 
 def logdir_exists(host: Any, logdir: str) -> bool:
@@ -279,13 +337,16 @@ def tailhash(f, end):
     f.seek(start)
     data = f.read(end - start)
     return hashlib.sha1(data).hexdigest()[:16] if len(data) == end - start else None
+def skip(rel, why):
+    out.write(b"S " + base64.b64encode(os.fsencode(rel)) + b" " + base64.b64encode(why.encode()) + b"\n")
 def send(path, rel, size):
     global count
     count += 1
     mine = have.get(rel)
     try:
         f = open(path, "rb")
-    except OSError:
+    except OSError as e:
+        skip(rel, e.strerror or "cannot be read")
         return
     with f:
         offset, mode = 0, b"W"
@@ -314,15 +375,18 @@ def walk(d, rel):
     seen.add((st.st_dev, st.st_ino))
     try:
         names = sorted(os.listdir(d))
-    except OSError:
+    except OSError as e:
+        skip(rel or ".", e.strerror or "cannot be listed")
         return
     for n in names:
         p = os.path.join(d, n)
+        r = rel + n
         try:
             s = os.stat(p)
-        except OSError:
+        except OSError as e:
+            if any(x.search(r) for x in pats):
+                skip(r, "a symlink to nothing" if os.path.islink(p) else (e.strerror or "cannot be read"))
             continue
-        r = rel + n
         if stat.S_ISDIR(s.st_mode):
             walk(p, r + "/")
         elif stat.S_ISREG(s.st_mode) and any(x.search(r) for x in pats):
@@ -381,7 +445,7 @@ def stream_script(logdir: str, have: dict[str, list], patterns: Patterns) -> str
     )
 
 
-def _stream(host: Any, logdir: str, dest: Path, patterns: Patterns) -> tuple[int, int, int, int]:
+def _stream(host: Any, logdir: str, dest: Path, patterns: Patterns) -> tuple[int, int, int, int, list[str]]:
     script = stream_script(logdir, manifest(dest), patterns).encode()
     argv = host.remote_argv()
     with host.shell.process(argv, what=f"ssh to {host.label}") as (proc, errors):
@@ -390,8 +454,9 @@ def _stream(host: Any, logdir: str, dest: Path, patterns: Patterns) -> tuple[int
             proc.stdin.write(script)
             proc.stdin.close()
         reader = _Reader(proc.stdout, host.label)
+        skipped: list[str] = []
         try:
-            files, changed = _receive(reader, dest)
+            files, changed = _receive(reader, dest, skipped)
         except SyncFailed as error:
             proc.kill()
             proc.wait()
@@ -400,7 +465,7 @@ def _stream(host: Any, logdir: str, dest: Path, patterns: Patterns) -> tuple[int
         proc.wait(timeout=IDLE)
         if files is None:
             raise LogdirMissing(f"{host.label} has no logdir {logdir}")
-        return files, changed, len(script), reader.count
+        return files, changed, len(script), reader.count, skipped
 
 
 class _Reader:
@@ -437,7 +502,7 @@ class _Reader:
             yield piece
 
 
-def _receive(reader: _Reader, dest: Path) -> tuple[Optional[int], int]:
+def _receive(reader: _Reader, dest: Path, skipped: list[str]) -> tuple[Optional[int], int]:
     changed = 0
     while True:
         line = reader.line()
@@ -445,6 +510,13 @@ def _receive(reader: _Reader, dest: Path) -> tuple[Optional[int], int]:
             return None, 0
         if line.startswith(b"E "):
             return int(line[2:]), changed
+        if line.startswith(b"S "):
+            _, name, why = line.split(b" ")
+            rel, said = os.fsdecode(base64.b64decode(name)), base64.b64decode(why).decode(errors="replace")
+            if rel == ".":
+                raise SyncFailed(f"sync from {reader.label}: the logdir cannot be listed: {said}")
+            skipped.append(f"{rel}: {said}")
+            continue
         if not line.startswith(b"F "):
             raise SyncFailed(f"sync from {reader.label}: unexpected reply {line[:80]!r}")
         _, name, offset_text, mode = line.split(b" ")

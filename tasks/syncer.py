@@ -65,7 +65,7 @@ class Syncer(daemon.Daemon):
         self.lock = threading.Lock()
         self.hosts: dict[str, dict[str, Any]] = {
             m.label: {"health": "starting", "last_ok": None, "error": "", "method": m.method, "rounds": 0,
-                      "bytes_in": 0, "last_bytes_in": 0, "last_seconds": None, "files": 0}
+                      "bytes_in": 0, "last_bytes_in": 0, "last_seconds": None, "files": 0, "skipped": []}
             for m in rec.members
         }
         self.wakes = {m.label: threading.Event() for m in rec.members}
@@ -89,6 +89,8 @@ class Syncer(daemon.Daemon):
             self.rounds.notify_all()
         if before.get("health") != after.get("health") or before.get("error") != after.get("error"):
             log(f"{label}: {after['health']}" + (f": {after['error']}" if after.get("error") else ""))
+        if before.get("skipped") != after.get("skipped") and after.get("skipped"):
+            log(f"{label}: not synced (the rest is): " + "; ".join(after["skipped"]))
 
     # ------------------------------------------------------------ rounds
 
@@ -128,7 +130,7 @@ class Syncer(daemon.Daemon):
             self.repair(host, member)
             return RETRY_EVERY
         self._set(
-            member.label, health="ok", last_ok=time.time(), error="", rounds=seen["rounds"] + 1,
+            member.label, health="ok", last_ok=time.time(), error="", rounds=seen["rounds"] + 1, skipped=list(done.skipped),
             bytes_in=seen["bytes_in"] + done.bytes_in, last_bytes_in=done.bytes_in, last_seconds=done.seconds, files=done.files,
         )
         return self.settings.sync_every

@@ -47,6 +47,8 @@ DEFAULT_PATTERNS = ("events.out.tfevents.*", "plugins/**", "projector_config.pbt
 SPACE_RUN = "run with space"
 NEWLINE_RUN = "line\nbreak"
 LINKED_RUN = "linked"
+#: A dangling symlink named like an event file (populate's extras).
+PRUNED = "pruned/events.out.tfevents.1.gone"
 
 
 # ------------------------------------------------------------------ hosts
@@ -213,6 +215,8 @@ def remote_files(logdir: Path, patterns=DEFAULT_PATTERNS) -> dict[str, Path]:
     for directory, _, names in os.walk(logdir, followlinks=True):
         for name in names:
             path = Path(directory) / name
+            if not path.exists():
+                continue  # a symlink to nothing: TensorBoard reads nothing there either
             rel = path.relative_to(logdir).as_posix()
             parts = rel.split("/")
             if any(
@@ -336,8 +340,8 @@ class MergeRig(Runner):
 def populate(rig: MergeRig, extras: bool) -> None:
     """Different runs on every host, ``baseline`` on two of them (host2's a
     different curve, with more steps). With ``extras``: names with a space
-    and a newline and a symlinked run (on an rsync host and on the stream
-    host), checkpoints and a txt file beside the event files, and a run the
+    and a newline, a symlinked run and a dangling event-file symlink (on an
+    rsync host and on the stream host), checkpoints and a txt file beside the event files, and a run the
     truncation test rewrites."""
     write_runs(rig.logdir("sandbox"), ("baseline", "wider"), steps=20)
     write_runs(rig.logdir("host2"), ("deeper", "baseline"), steps=30)
@@ -352,6 +356,10 @@ def populate(rig: MergeRig, extras: bool) -> None:
         outside = write_runs(rig.root / f"outside-{alias}", ("target",), steps=20)
         (logdir / LINKED_RUN).symlink_to(outside / "target")
         write_checkpoint(logdir / "baseline" if alias == "sandbox" else logdir / "bare-run")
+        # An event file that was a symlink to storage since deleted: the
+        # host cannot give it; the rest syncs and check names it.
+        (logdir / PRUNED).parent.mkdir()
+        (logdir / PRUNED).symlink_to(rig.root / f"deleted-{alias}")
     for alias in ("host2", "bare"):
         run = rig.logdir(alias) / ("baseline" if alias == "host2" else "bare-run")
         (run / "notes.txt").write_text(f"notes of {alias}: lr 0.1, 3 layers\n")

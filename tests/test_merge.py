@@ -31,6 +31,7 @@ from .merge_fixtures import (
     LINKED_RUN,
     MAPPED,
     NEWLINE_RUN,
+    PRUNED,
     SPACE_RUN,
     append_steps,
     event_files,
@@ -265,13 +266,30 @@ class TestOneViewOverFourHosts:
         assert " via stream" in line_of(result.stdout, "bare: first sync: ")
         check = self.check(rig)
         assert check.returncode == 0, check.stdout
-        assert re.search(r"; bare: synced \d+s ago via stream(;|$)", check.stdout), check.stdout
+        assert re.search(r"; bare: synced \d+s ago via stream(,[^;]*)?(;|$)", check.stdout), check.stdout
         assert re.search(r"; host2: synced \d+s ago via rsync(;|$)", check.stdout), check.stdout
         (row,) = json.loads(rig.invoke("tb.list", "--json").stdout)
         assert {alias: seen["method"] for alias, seen in row["hosts"].items()} == {
             "sandbox": "rsync", "host2": "rsync", "far": "rsync", "bare": "stream",
         }
         assert identical(rig.logdir("bare"), mirror / "bare")
+
+    def test_a_file_the_host_cannot_give_is_named_and_the_rest_is_synced(self, rig, view):
+        # A dangling event-file symlink (rsync's code 23, the stream's skip):
+        # the host stays ok, check names the file, list counts it.
+        _, url, mirror, _ = view
+        check = self.check(rig)
+        assert check.returncode == 0, check.stdout
+        for alias, method in (("sandbox", "rsync"), ("bare", "stream")):
+            said = f"; {alias}: synced "
+            part = check.stdout.strip()[check.stdout.index(said):].split(";")[1]
+            assert re.fullmatch(rf" {alias}: synced \d+s ago via {method}, but not {re.escape(PRUNED)}: a symlink to nothing", part), check.stdout
+            assert not (mirror / alias / PRUNED).exists()
+        assert re.search(r"; host2: synced \d+s ago via rsync(;|$)", check.stdout), check.stdout
+        (row,) = json.loads(rig.invoke("tb.list", "--json").stdout)
+        assert row["hosts"]["sandbox"]["skipped"] == row["hosts"]["bare"]["skipped"] == [f"{PRUNED}: a symlink to nothing"]
+        assert row["hosts"]["host2"]["skipped"] == []
+        assert not [run for run in runs(url) if run.endswith("/pruned")]
 
     def test_an_event_file_truncated_then_rewritten_is_mirrored_exactly(self, rig, view):
         _, _, mirror, _ = view
@@ -310,7 +328,7 @@ class TestOneViewOverFourHosts:
         assert row.startswith(f"merge: {HOSTS} ") and url in row, row
         health = row.split(str(mirror), 1)[1].split(None, 1)[1]
         assert re.fullmatch(
-            r"ok: sandbox=ok \(\d+s ago, rsync\) host2=ok \(\d+s ago, rsync\) far=ok \(\d+s ago, rsync\) bare=ok \(\d+s ago, stream\)",
+            r"ok: sandbox=ok \(\d+s ago, rsync, 1 not synced\) host2=ok \(\d+s ago, rsync\) far=ok \(\d+s ago, rsync\) bare=ok \(\d+s ago, stream, 1 not synced\)",
             health.strip(),
         ), health
         listed = rig.invoke("tb.list", "--json")
@@ -412,7 +430,7 @@ class TestOneViewOverFourHosts:
             assert line.startswith(f"{VIEW}: stale {url} (serves what was synced) tensorboard="), line
             far = re.search(r"; far: stale, last synced (\d+)s ago: (.+?)(;|$)", line)
             assert far and far.group(2).strip(), line
-            assert re.search(r"; sandbox: synced \d+s ago via rsync;", line), line
+            assert re.search(r"; sandbox: synced \d+s ago via rsync[,;]", line), line
             (row,) = [r for r in json.loads(rig.invoke("tb.list", "--json").stdout) if r["url"] == url]
             assert row["health"] == "stale" and row["hosts"]["far"]["health"] == "stale", row
             assert row["hosts"]["far"]["age"] > 0 and row["hosts"]["far"]["error"]

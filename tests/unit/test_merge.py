@@ -97,6 +97,21 @@ def test_each_hosts_words_in_check():
     assert merge.describe({"health": "stale", "last_ok": None, "error": "x"}, member()).startswith("stale, last synced never")
     assert "no logdir ~/runs there yet" in merge.describe({"health": "waiting", "last_ok": now}, member())
     assert merge.describe({}, member()) == "not synced yet"
+    # What the host could not give is said; the host is synced all the same.
+    one = {"health": "ok", "last_ok": now - 3, "method": "rsync", "skipped": ["a/events.out.tfevents.1: a symlink to nothing"]}
+    assert merge.describe(one, member()) == "synced 3s ago via rsync, but not a/events.out.tfevents.1: a symlink to nothing"
+    two = {**one, "skipped": [*one["skipped"], "b: Permission denied"]}
+    assert merge.describe(two, member()).endswith("a symlink to nothing and 1 more")
+
+
+def test_list_counts_what_a_host_could_not_give():
+    from tensorboard_remote import listing
+
+    row = {"kind": "merge", "healthy": True, "status": "ok", "health": "ok", "hosts": {
+        "gpu1": {"health": "ok", "age": 2.0, "method": "rsync", "skipped": ["x: Permission denied", "y: Permission denied"]},
+        "gpu2": {"health": "ok", "age": 1.0, "method": "stream", "skipped": []},
+    }}
+    assert listing._health(row) == "ok: gpu1=ok (2s ago, rsync, 2 not synced) gpu2=ok (1s ago, stream)"
 
 
 class Config(dict):

@@ -203,3 +203,74 @@ def test_the_remote_logdir_is_relative_to_the_login_directory():
     assert mirror.remote_logdir("/abs") == "/abs"
     with pytest.raises(TbError):
         mirror.remote_logdir("~bob/runs")
+
+
+# ------------------------------------------------ what a host cannot give us
+
+#: What rsync 3.5's sender said, run as a user who cannot read two of the
+#: files (measured here with runuser -u nobody).
+PARTIAL = '''symlink has no referent: "/home/u/runs/run1/events.out.tfevents.4"
+rsync: [sender] opendir "/home/u/runs/run2" failed: Permission denied (13)
+rsync: [sender] send_files failed to open "/home/u/runs/run1/events.out.tfevents.2": Permission denied (13)
+rsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1394) [sender=3.5.0]
+'''
+
+
+def _local_rsync(tmp_path: Path, monkeypatch) -> None:
+    """rsync's remote shell: the command run here (the host argument dropped)."""
+    shim = tmp_path / "here-shell"
+    shim.write_text('#!/bin/sh\nshift\nexec "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setattr(mirror, "ssh_command", lambda host: [str(shim)])
+
+
+@pytest.mark.parametrize("method", ["rsync", "stream"])
+def test_a_dangling_event_file_symlink_is_said_and_the_rest_is_synced(logdir, tmp_path, monkeypatch, method):
+    _local_rsync(tmp_path, monkeypatch)
+    (logdir / "wider" / "events.out.tfevents.1.gone").symlink_to(tmp_path / "deleted")
+    (logdir / "latest").symlink_to(tmp_path / "deleted-run")  # not an event file: nothing to say
+    done = mirror.sync(ShHost(), str(logdir), tmp_path / "mirror", mirror.Patterns(), method)
+    assert done.skipped == ("wider/events.out.tfevents.1.gone: a symlink to nothing",)
+    assert set(mirrored(tmp_path / "mirror")) == {
+        f"baseline/{EVENTS}", f"wider/{EVENTS}", "baseline/plugins/profile/2024_01_01/host.xplane.pb", "baseline/projector_config.pbtxt",
+    }
+    again = mirror.sync(ShHost(), str(logdir), tmp_path / "mirror", mirror.Patterns(), method)
+    assert again.skipped == done.skipped and again.changed == 0
+
+
+def test_rsyncs_words_for_what_it_cannot_give_are_read_and_anything_else_fails():
+    assert mirror.skipped_by_rsync(PARTIAL) == [
+        ("/home/u/runs/run1/events.out.tfevents.4", "a symlink to nothing"),
+        ("/home/u/runs/run2", "Permission denied"),
+        ("/home/u/runs/run1/events.out.tfevents.2", "Permission denied"),
+    ]
+    cut = "rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]\n" + PARTIAL.splitlines()[-1]
+    assert mirror.skipped_by_rsync(cut) is None
+    assert [mirror._within(path, "~/runs") for path, _ in mirror.skipped_by_rsync(PARTIAL)] == [
+        "run1/events.out.tfevents.4", "run2", "run1/events.out.tfevents.2",
+    ]
+    # The logdir itself is "" (nothing synced: a failure); outside it, the path as it is.
+    assert mirror._within("/home/u/runs", "~/runs") == "" and mirror._within("/scratch/runs", "/scratch/runs/") == ""
+    assert mirror._within("/scratch/runs/a: b/x", "/scratch/runs") == "a: b/x"
+    assert mirror._within("/elsewhere/x", "/scratch/runs") == "/elsewhere/x"
+
+
+def test_a_partial_rsync_round_is_synced_with_what_it_skipped_unless_it_is_the_logdir(tmp_path):
+    from tensorboard_remote.shell import Outcome
+
+    from .fakes import FakeShell
+
+    class Host(ShHost):
+        def __init__(self, stderr: str) -> None:
+            self.shell = FakeShell({r"^rsync ": Outcome(23, "Number of files: 3 (reg: 2)\n", stderr), r"tbr-yes": Outcome(0, "tbr-yes\ntbr-end\n", "")})
+
+        def output(self, script: str, *, timeout=None) -> str:
+            return self.shell.run(["sh"], timeout=1, stdin=script).stdout
+
+    done = mirror.sync(Host(PARTIAL), "~/runs", tmp_path / "m", mirror.Patterns(), "rsync")
+    assert done.skipped == (
+        "run1/events.out.tfevents.4: a symlink to nothing", "run2: Permission denied", "run1/events.out.tfevents.2: Permission denied",
+    )
+    root = 'rsync: [sender] opendir "/home/u/runs" failed: Permission denied (13)\n' + PARTIAL.splitlines()[-1]
+    with pytest.raises(mirror.SyncFailed, match="rsync from here failed"):
+        mirror.sync(Host(root), "~/runs", tmp_path / "m", mirror.Patterns(), "rsync")
