@@ -291,16 +291,17 @@ _WHICH_HELP = {
     **_COMMON_HELP,
     "hosts": "With --merge: the merged view over these hosts (comma-separated).",
     "merge": "Act on merged views (with --hosts: the one over those hosts; alone: every merged view).",
+    "run-on": "Only the host's session with TensorBoard there (remote) or its view here over a mirror (local); default both.",
 }
 
 
 @task(help=_WHICH_HELP, auto_shortflags=False)
 @explained
-def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None, hosts=None, merge=False):
+def check(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None, hosts=None, merge=False, run_on=None):
     """Say whether tunnel, remote TensorBoard and page are healthy; exit 1 if not."""
     config = settings(c.config, control_dir=control_dir)
     results = []
-    for session in _which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job):
+    for session in _placed(_which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job), run_on, host):
         health = session.check(warn_before=config.job_warn)
         _say(health.line)
         results.append(health.ok)
@@ -329,6 +330,22 @@ def _which(c: Any, host: Optional[str], hosts: Optional[str], merged: bool, conf
     return list(targets.sessions(c, host, config, ssh_config, shell, job))
 
 
+def _placed(sessions: list, run_on: Optional[str], host: Optional[str]) -> list:
+    """``--run-on`` on check and exit: only the sessions placed so (a host's
+    ``--run-on local`` view is a single-host merged view)."""
+    if run_on is None:
+        return sessions
+    if run_on not in ("local", "remote"):
+        raise TbError(f"--run-on {run_on!r}: give remote or local")
+    kept = [s for s in sessions if isinstance(s, MergedSession) == (run_on == "local")]
+    if run_on == "local":
+        kept = [s for s in kept if (s.record() is None or s.record().single)]
+    if not kept:
+        whose = f" of {host}" if host else ""
+        raise TbError(f"no --run-on {run_on} session{whose} is recorded here (tb.list shows what is)")
+    return kept
+
+
 def _merged_views_left(c: Any, host: Optional[str], config: Settings, ssh_config: Optional[str]) -> None:
     """After ``tb.exit -H gpu1``: merged views over gpu1 and others still run; say so."""
     given = targets.target(c, host, targets.ssh_config(c, ssh_config), config.connect_timeout)
@@ -346,11 +363,11 @@ _EXIT_HELP = {**_WHICH_HELP, "remove-mirror": "Also remove a merged view's local
 
 @task(name="exit", help=_EXIT_HELP, auto_shortflags=False)
 @explained
-def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None, hosts=None, merge=False, remove_mirror=False):
+def exit_(c, host=None, control_dir=None, ssh_config=None, verbose=False, job=None, hosts=None, merge=False, remove_mirror=False, run_on=None):
     """Close the tunnel and stop only the TensorBoard that tb.start started."""
     config = settings(c.config, control_dir=control_dir)
     found = False
-    for session in _which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job):
+    for session in _placed(_which(c, host, hosts, merge, config, ssh_config, _shell(config, verbose), job), run_on, host):
         found = True
         if isinstance(session, MergedSession):
             session.stop(_say, remove_mirror=bool(remove_mirror))

@@ -578,7 +578,15 @@ def test_run_on_local_serves_one_hosts_runs_by_their_names_with_nothing_on_the_h
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.startswith(f"host2 (TensorBoard here): ok {url} tensorboard="), check.stdout
     assert re.search(r"; host2: synced \d+s ago via rsync$", check.stdout.strip()), check.stdout
-    stop = rig.invoke("tb.exit", "--host", "host2")
+    # check/exit take --run-on as start did: local is this view, remote none here.
+    local = rig.cli("host2", "check", "--run-on", "local")
+    assert local.returncode == 0 and local.stdout.startswith(f"host2 (TensorBoard here): ok {url} "), local.stdout + local.stderr
+    remote = rig.cli("host2", "check", "--run-on", "remote")
+    assert remote.returncode == 1 and remote.stdout == "", remote.stdout
+    assert remote.stderr.strip() == "tensorboard-remote: no --run-on remote session of host2 is recorded here (tb.list shows what is)", remote.stderr
+    bad = rig.invoke("tb.exit", "--host", "host2", "--run-on", "here")
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("--run-on 'here': give remote or local"), bad.stderr
+    stop = rig.invoke("tb.exit", "--host", "host2", "--run-on", "local")
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "stopped TensorBoard here" in stop.stdout
     nothing_left(rig)
