@@ -37,7 +37,7 @@ from .merge import session_id as merge_id
 from .merge import Wanted as merge_wanted
 from .progress import Reporter
 from .session import Session
-from .settings import DEFAULTS, Settings, merge_mapping, resolve, settings, yes_no
+from .settings import DEFAULTS, Settings, choice, merge_mapping, resolve, settings, yes_no
 from .shell import Shell, require_multiplexing
 
 _COMMON_HELP = {
@@ -335,11 +335,10 @@ def _placed(sessions: list, run_on: Optional[str], host: Optional[str]) -> list:
     ``--run-on local`` view is a single-host merged view)."""
     if run_on is None:
         return sessions
-    if run_on not in ("local", "remote"):
-        raise TbError(f"--run-on {run_on!r}: give remote or local")
+    run_on = choice(run_on, "--run-on", ("remote", "local"))  # as the run_on setting is checked
     kept = [s for s in sessions if isinstance(s, MergedSession) == (run_on == "local")]
     if run_on == "local":
-        kept = [s for s in kept if (s.record() is None or s.record().single)]
+        kept = [s for s in kept if getattr(s.record(), "single", True)]
     if not kept:
         whose = f" of {host}" if host else ""
         raise TbError(f"no --run-on {run_on} session{whose} is recorded here (tb.list shows what is)")

@@ -585,7 +585,7 @@ def test_run_on_local_serves_one_hosts_runs_by_their_names_with_nothing_on_the_h
     assert remote.returncode == 1 and remote.stdout == "", remote.stdout
     assert remote.stderr.strip() == "tensorboard-remote: no --run-on remote session of host2 is recorded here (tb.list shows what is)", remote.stderr
     bad = rig.invoke("tb.exit", "--host", "host2", "--run-on", "here")
-    assert bad.returncode == 1 and bad.stderr.strip().endswith("--run-on 'here': give remote or local"), bad.stderr
+    assert bad.returncode == 1 and bad.stderr.strip() == "tensorboard-remote: --run-on must be one of remote, local, got 'here'", bad.stderr
     stop = rig.invoke("tb.exit", "--host", "host2", "--run-on", "local")
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "stopped TensorBoard here" in stop.stdout
